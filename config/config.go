@@ -1,0 +1,190 @@
+// Package config reads the mesh file: one YAML document that describes every
+// site and every address to probe there. The same file is deployed on every
+// agent; Plan resolves it into the probe list of one agent.
+//
+// This is the only package that reads YAML. Decoding is strict: unknown keys,
+// bad values and failed validation are reported as file:line:column with the
+// field's path, so a user can fix the file without guessing.
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Defaults applied when the mesh file leaves a value out.
+const (
+	DefaultInterval        = time.Second
+	DefaultTimeout         = 2 * time.Second
+	DefaultSize            = 56
+	DefaultLossWindow      = 100
+	DefaultDownAfter       = 3
+	DefaultResolveInterval = 5 * time.Minute
+	DefaultPath            = "default"
+	DefaultSegment         = "default"
+
+	MinInterval = 10 * time.Millisecond
+	MaxSize     = 9000 // ICMP payload bytes: a 9001-byte jumbo MTU minus headers is the most any path carries.
+)
+
+// Config is a decoded and validated mesh file.
+type Config struct {
+	// Site is the agent's own site; --site and PROBED_SITE override it.
+	Site  string      `yaml:"site"`
+	Sites []Site      `yaml:"sites"`
+	Probe ProbeConfig `yaml:"probe"`
+
+	// Sections owned by later features. Each lives in its own file.
+	Trace TraceConfig `yaml:"trace"`
+	MTU   MTUConfig   `yaml:"mtu"`
+	STAMP STAMPConfig `yaml:"stamp"`
+	AWS   *AWSConfig  `yaml:"aws"`
+	SLA   SLAConfig   `yaml:"sla"`
+
+	// File is the path the config was read from (for messages).
+	File string `yaml:"-"`
+	// root keeps the parsed YAML tree so validation can point at lines.
+	root *yaml.Node
+}
+
+// Site is one data center.
+type Site struct {
+	Name string `yaml:"name"`
+	// Region and Location tie the site to AWS (region of its Direct Connect
+	// location, and the location code such as "EqDC2").
+	Region   string `yaml:"region"`
+	Location string `yaml:"location"`
+	// Agent is the address the site's probed agent listens on (STAMP
+	// reflector, metrics). Optional.
+	Agent   string            `yaml:"agent"`
+	Labels  map[string]string `yaml:"labels"`
+	Targets []Target          `yaml:"targets"`
+
+	Line int `yaml:"-"`
+}
+
+// Target is one address at a site. Every target gets ICMP echo; each entry of
+// TCPPorts adds a TCP-connect probe.
+type Target struct {
+	Address  string   `yaml:"address"`
+	Name     string   `yaml:"name"`
+	Path     string   `yaml:"path"`
+	Segment  string   `yaml:"segment"`
+	TCPPorts []uint16 `yaml:"tcp_ports"`
+	// ICMP turns the ICMP echo probe off when set to false.
+	ICMP *bool `yaml:"icmp"`
+
+	Interval  Duration `yaml:"interval"`
+	Timeout   Duration `yaml:"timeout"`
+	Size      int      `yaml:"size"`
+	TOS       *uint8   `yaml:"tos"`
+	Source    string   `yaml:"source"`
+	Interface string   `yaml:"interface"`
+	Family    string   `yaml:"family"`
+
+	// Expect "unreachable" makes the target a segmentation guard: a reply
+	// is a violation (path-metrics issue).
+	Expect string `yaml:"expect"`
+	// Trace and MTU switch path discovery and PMTU probing for this
+	// target; nil means the global default.
+	Trace *bool `yaml:"trace"`
+	MTU   *bool `yaml:"mtu"`
+	// STAMP marks the target as a STAMP reflector (a peer agent or router).
+	STAMP *bool `yaml:"stamp"`
+
+	Labels map[string]string `yaml:"labels"`
+
+	Line int `yaml:"-"`
+	Col  int `yaml:"-"`
+}
+
+// ProbeConfig holds the mesh-wide probe defaults.
+type ProbeConfig struct {
+	Interval        Duration `yaml:"interval"`
+	Timeout         Duration `yaml:"timeout"`
+	Size            int      `yaml:"size"`
+	TOS             uint8    `yaml:"tos"`
+	LossWindow      int      `yaml:"loss_window"`
+	DownAfter       int      `yaml:"down_after"`
+	ResolveInterval Duration `yaml:"resolve_interval"`
+}
+
+// Duration is a time.Duration written as a Go/Prometheus duration string.
+type Duration time.Duration
+
+// UnmarshalYAML accepts "1s", "250ms", "1m30s" and Prometheus units ("1d").
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("expected a duration such as 1s or 500ms")
+	}
+	v, err := ParseDuration(n.Value)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration back in its string form.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// ParseDuration parses Go durations plus the "d" and "w" units Prometheus users write.
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	mult := time.Duration(0)
+	switch {
+	case strings.HasSuffix(s, "d"):
+		mult = 24 * time.Hour
+	case strings.HasSuffix(s, "w"):
+		mult = 7 * 24 * time.Hour
+	}
+	if mult != 0 {
+		var n int64
+		if _, err := fmt.Sscanf(s[:len(s)-1], "%d", &n); err != nil || fmt.Sprint(n) != s[:len(s)-1] {
+			return 0, fmt.Errorf("invalid duration %q", s)
+		}
+		return time.Duration(n) * mult, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (use e.g. 1s, 500ms, 5m)", s)
+	}
+	return d, nil
+}
+
+// UnmarshalYAML records where the site was written.
+func (s *Site) UnmarshalYAML(n *yaml.Node) error {
+	type plain Site
+	if err := n.Decode((*plain)(s)); err != nil {
+		return err
+	}
+	s.Line = n.Line
+	return nil
+}
+
+// UnmarshalYAML records where the target was written so later checks
+// (duplicates, bad addresses) can point at it.
+func (t *Target) UnmarshalYAML(n *yaml.Node) error {
+	type plain Target
+	if err := n.Decode((*plain)(t)); err != nil {
+		return err
+	}
+	t.Line, t.Col = n.Line, n.Column
+	return nil
+}
+
+// IsGuard reports whether the target is a segmentation guard (expect: unreachable).
+func (t *Target) IsGuard() bool { return t.Expect == "unreachable" }
+
+// addrIsLiteral reports whether the address is an IP literal rather than a hostname.
+func addrIsLiteral(a string) bool {
+	_, err := netip.ParseAddr(a)
+	return err == nil
+}

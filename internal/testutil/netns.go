@@ -1,0 +1,98 @@
+package testutil
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// NSPrefix starts the name of every namespace a test makes, so a leak is
+// recognisable and cleanup never touches anything else.
+const NSPrefix = "probedt-"
+
+// NetNS is a network namespace made for one test.
+type NetNS struct {
+	Name string
+	fd   int
+}
+
+// NewNetNS creates a namespace with loopback up and removes it when the test
+// ends.
+func NewNetNS(t testing.TB) *NetNS {
+	t.Helper()
+	RequireRoot(t)
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := NSPrefix + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		_ = exec.Command("ip", "netns", "del", name).Run()
+		t.Fatalf("open namespace %s: %v", name, err)
+	}
+	ns := &NetNS{Name: name, fd: fd}
+	t.Cleanup(func() {
+		unix.Close(ns.fd)
+		_ = exec.Command("ip", "netns", "del", name).Run()
+	})
+	ns.MustRun(t, "ip", "link", "set", "lo", "up")
+	return ns
+}
+
+// Run runs a command inside the namespace.
+func (ns *NetNS) Run(args ...string) (string, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// MustRun runs a command inside the namespace and fails the test on error.
+func (ns *NetNS) MustRun(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := ns.Run(args...)
+	if err != nil {
+		t.Fatalf("in %s: %s: %v: %s", ns.Name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// Do runs f on an OS thread switched into the namespace. Sockets opened in f
+// stay in the namespace after Do returns.
+func (ns *NetNS) Do(f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		// The thread is never switched back: it is dropped when this
+		// goroutine exits while still locked, so no other goroutine can
+		// land in the namespace by accident.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			errc <- fmt.Errorf("unshare: %w", err)
+			return
+		}
+		if err := unix.Setns(ns.fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns.Name, err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+// CleanStale removes namespaces left by an earlier crashed test run.
+func CleanStale() {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), NSPrefix) {
+			_ = exec.Command("ip", "netns", "del", e.Name()).Run()
+		}
+	}
+}
