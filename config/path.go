@@ -1,12 +1,51 @@
 package config
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
+
+// Path discovery methods (trace.method).
+const (
+	TraceUDP  = "udp"
+	TraceICMP = "icmp"
+	TraceTCP  = "tcp"
+)
+
+// Defaults of the trace: and mtu: sections.
+const (
+	DefaultTraceInterval     = 60 * time.Second
+	DefaultTraceMethod       = TraceICMP
+	DefaultTraceMaxTTL       = 30
+	DefaultTraceProbesPerHop = 3
+	DefaultTracePPS          = 100
+	DefaultTraceUDPPort      = 33434 // the classic traceroute base port
+	DefaultTraceTCPPort      = 443
+	DefaultMTUInterval       = 10 * time.Minute
+	DefaultMTURetries        = 2
+)
 
 // TraceConfig is the mesh-wide path discovery setting (path-metrics feature).
 type TraceConfig struct {
 	// Enabled turns discovery on for every target; a target's trace: overrides it.
 	Enabled  bool     `yaml:"enabled"`
 	Interval Duration `yaml:"interval"`
+	// Method is the probe packet: icmp (echo), udp (to a closed port) or
+	// tcp (SYN, where firewalls allow it). Every method keeps its flow
+	// identifier constant across TTLs (Paris traceroute) so ECMP routers
+	// keep all probes of one target on one path.
+	Method string `yaml:"method"`
+	// Port is the destination port of udp and tcp probes (default 33434
+	// for udp, 443 for tcp).
+	Port uint16 `yaml:"port"`
+	// MaxTTL bounds the hops tried before giving up on reaching the target.
+	MaxTTL int `yaml:"max_ttl"`
+	// ProbesPerHop is how many probes are sent at each TTL; per-hop loss
+	// is measured over them.
+	ProbesPerHop int `yaml:"probes_per_hop"`
+	// PPS caps the packets per second that discovery sends, over all
+	// targets together, so a mesh-wide trace never floods a link.
+	PPS int `yaml:"pps"`
 }
 
 // MTUConfig is the mesh-wide path MTU probing setting.
@@ -14,26 +53,79 @@ type MTUConfig struct {
 	Interval Duration `yaml:"interval"`
 	// Paths lists the path labels probed by default (default: [sitelink]).
 	Paths []string `yaml:"paths"`
+	// Retries is how many extra times a size that got no answer is sent
+	// before it counts as too big, so random loss is not taken for a
+	// black hole.
+	Retries *int `yaml:"retries"`
 }
 
 func (t *TraceConfig) validate(v *validator, path string) {
 	if t.Interval == 0 {
-		t.Interval = Duration(60 * time.Second)
+		t.Interval = Duration(DefaultTraceInterval)
+	}
+	if t.Method == "" {
+		t.Method = DefaultTraceMethod
+	}
+	if t.MaxTTL == 0 {
+		t.MaxTTL = DefaultTraceMaxTTL
+	}
+	if t.ProbesPerHop == 0 {
+		t.ProbesPerHop = DefaultTraceProbesPerHop
+	}
+	if t.PPS == 0 {
+		t.PPS = DefaultTracePPS
 	}
 	if t.Interval.D() < time.Second {
 		v.at(path+".interval", "must be at least 1s, got %s", t.Interval.D())
+	}
+	switch t.Method {
+	case TraceUDP:
+		if t.Port == 0 {
+			t.Port = DefaultTraceUDPPort
+		}
+	case TraceTCP:
+		if t.Port == 0 {
+			t.Port = DefaultTraceTCPPort
+		}
+	case TraceICMP:
+		if t.Port != 0 {
+			v.at(path+".port", "port is only used by the udp and tcp methods, not icmp")
+		}
+	default:
+		v.at(path+".method", "method must be udp, icmp or tcp, got %q", t.Method)
+	}
+	if t.MaxTTL < 1 || t.MaxTTL > 64 {
+		v.at(path+".max_ttl", "must be between 1 and 64 hops, got %d", t.MaxTTL)
+	}
+	if t.ProbesPerHop < 1 || t.ProbesPerHop > 10 {
+		v.at(path+".probes_per_hop", "must be between 1 and 10, got %d", t.ProbesPerHop)
+	}
+	if t.PPS < 1 || t.PPS > 100000 {
+		v.at(path+".pps", "must be between 1 and 100000 packets per second, got %d", t.PPS)
 	}
 }
 
 func (m *MTUConfig) validate(v *validator, path string) {
 	if m.Interval == 0 {
-		m.Interval = Duration(10 * time.Minute)
+		m.Interval = Duration(DefaultMTUInterval)
 	}
 	if m.Paths == nil {
 		m.Paths = []string{"sitelink"}
 	}
+	if m.Retries == nil {
+		r := DefaultMTURetries
+		m.Retries = &r
+	}
 	if m.Interval.D() < time.Second {
 		v.at(path+".interval", "must be at least 1s, got %s", m.Interval.D())
+	}
+	if *m.Retries < 0 || *m.Retries > 10 {
+		v.at(path+".retries", "must be between 0 and 10, got %d", *m.Retries)
+	}
+	for i, p := range m.Paths {
+		if !labelRE.MatchString(p) {
+			v.at(fmt.Sprintf("%s.paths[%d]", path, i), "path %q may only hold letters, digits and _.:-", p)
+		}
 	}
 }
 
