@@ -1,0 +1,147 @@
+package trace
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// rawSocket opens a raw socket. Receive sockets are non-blocking and handed
+// to the runtime poller (os.File), so Close unblocks a pending read.
+func rawSocket(family, proto int, recv bool) (*os.File, int, error) {
+	typ := unix.SOCK_RAW | unix.SOCK_CLOEXEC
+	if recv {
+		typ |= unix.SOCK_NONBLOCK
+	}
+	fd, err := unix.Socket(family, typ, proto)
+	if err != nil {
+		return nil, -1, fmt.Errorf("opening raw socket (family %d, protocol %d): %w", family, proto, err)
+	}
+	if !recv {
+		// A send-only raw socket still gets a copy of every packet of
+		// its protocol; drop them in the kernel rather than let the
+		// buffer fill.
+		if err := dropAll(fd); err != nil {
+			unix.Close(fd)
+			return nil, -1, err
+		}
+		return nil, fd, nil
+	}
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
+	return os.NewFile(uintptr(fd), fmt.Sprintf("raw-%d-%d", family, proto)), fd, nil
+}
+
+// dropAll attaches a one-instruction BPF program ("return 0") so the socket
+// receives nothing.
+func dropAll(fd int) error {
+	prog := []unix.SockFilter{{Code: 0x06, K: 0}} // BPF_RET|BPF_K 0
+	fp := unix.SockFprog{Len: 1, Filter: &prog[0]}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp); err != nil {
+		return fmt.Errorf("attaching drop filter to send socket: %w", err)
+	}
+	return nil
+}
+
+// readLoop reads packets from f until it is closed, handing each (with the
+// sender's address and the receive time) to handle.
+func readLoop(f *os.File, handle func(b []byte, from netip.Addr, at time.Time)) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	buf := make([]byte, 65536)
+	for {
+		var n int
+		var from unix.Sockaddr
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, from, rerr = unix.Recvfrom(int(fd), buf, 0)
+			return !errors.Is(rerr, unix.EAGAIN)
+		})
+		if err != nil {
+			return // closed
+		}
+		if rerr != nil {
+			continue
+		}
+		at := time.Now()
+		var a netip.Addr
+		switch sa := from.(type) {
+		case *unix.SockaddrInet4:
+			a = netip.AddrFrom4(sa.Addr)
+		case *unix.SockaddrInet6:
+			a = netip.AddrFrom16(sa.Addr)
+		}
+		handle(buf[:n], a, at)
+	}
+}
+
+// sourceFor returns the address the kernel would send from to reach dst: a
+// connected UDP socket resolves the route without sending anything. The
+// UDP, TCP and ICMPv6 checksums cover it, so it must be known up front.
+func sourceFor(dst netip.Addr) (netip.Addr, error) {
+	family := unix.AF_INET
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: 33434, Addr: dst.As4()}
+	if dst.Is6() {
+		family = unix.AF_INET6
+		sa = &unix.SockaddrInet6{Port: 33434, Addr: dst.As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("finding source address for %s: %w", dst, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, sa); err != nil {
+		return netip.Addr{}, fmt.Errorf("finding route to %s: %w", dst, err)
+	}
+	local, err := unix.Getsockname(fd)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("finding source address for %s: %w", dst, err)
+	}
+	switch l := local.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrFrom4(l.Addr), nil
+	case *unix.SockaddrInet6:
+		return netip.AddrFrom16(l.Addr), nil
+	}
+	return netip.Addr{}, fmt.Errorf("finding source address for %s: unexpected socket address", dst)
+}
+
+// send6Oob builds the ancillary data of an IPv6 probe: hop limit, traffic
+// class and the source address (the checksum was computed over it).
+func send6Oob(src netip.Addr, hopLimit int, tclass uint8) []byte {
+	oob := make([]byte, unix.CmsgSpace(4)*2+unix.CmsgSpace(unix.SizeofInet6Pktinfo))
+	off := 0
+	put := func(typ int32, data []byte) {
+		h := (*unix.Cmsghdr)(unsafePointer(&oob[off]))
+		h.Level = unix.SOL_IPV6
+		h.Type = typ
+		h.SetLen(unix.CmsgLen(len(data)))
+		copy(oob[off+unix.CmsgLen(0):], data)
+		off += unix.CmsgSpace(len(data))
+	}
+	put(unix.IPV6_HOPLIMIT, nativeInt(hopLimit))
+	put(unix.IPV6_TCLASS, nativeInt(int(tclass)))
+	var pi unix.Inet6Pktinfo
+	pi.Addr = src.As16()
+	put(unix.IPV6_PKTINFO, pktinfoBytes(&pi))
+	return oob[:off]
+}
+
+func unsafePointer(b *byte) unsafe.Pointer { return unsafe.Pointer(b) }
+
+func nativeInt(v int) []byte {
+	b := make([]byte, 4)
+	binary.NativeEndian.PutUint32(b, uint32(int32(v)))
+	return b
+}
+
+func pktinfoBytes(pi *unix.Inet6Pktinfo) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(pi)), unix.SizeofInet6Pktinfo)
+}
