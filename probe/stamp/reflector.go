@@ -1,0 +1,320 @@
+package stamp
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ReflectorConfig configures a session-reflector.
+type ReflectorConfig struct {
+	Mode Mode
+	Key  *Key // required in Authenticated mode
+	// Allow lists the sources that get answers; nil answers nobody.
+	Allow *AllowList
+	// RateLimit is the packets per second answered per source address
+	// (0 = unlimited), with bursts of up to Burst packets.
+	RateLimit float64
+	Burst     int
+	// SessionTimeout drops the state of a session idle that long.
+	SessionTimeout time.Duration
+	// MaxSessions bounds the session table; the oldest idle session makes
+	// room for a new one.
+	MaxSessions int
+	// Clock is the local clock state for the Error Estimate (KernelClock
+	// when nil).
+	Clock ClockState
+}
+
+// Defaults for ReflectorConfig fields left zero.
+const (
+	DefaultSessionTimeout = 5 * time.Minute
+	DefaultMaxSessions    = 4096
+	maxRateSources        = 65536
+)
+
+// ReflectorStats counts what a reflector did with the datagrams it read.
+type ReflectorStats struct {
+	Reflected, NotAllowed, RateLimited, Malformed, AuthFailed, SendErrors uint64
+	Sessions                                                              int
+}
+
+// Reflector is a stateful STAMP session-reflector (RFC 8762 section 4.3):
+// per session (sender address and port, plus SSID) it numbers its replies
+// with its own sequence counter and keeps the receive/transmit counters of
+// the Direct Measurement TLV, so the sender can tell forward from reverse
+// loss. It never sends more octets than it received, answers only
+// allow-listed sources and rate-limits each of them, so it cannot be used
+// as an amplifier.
+type Reflector struct {
+	cfg   ReflectorConfig
+	allow atomic.Pointer[AllowList]
+
+	mu        sync.Mutex
+	sessions  map[sessionKey]*reflSession
+	limiter   *rateLimiter
+	lastSweep time.Time
+
+	reflected, notAllowed, rateLimited, malformed, authFailed, sendErrors atomic.Uint64
+	nSessions                                                             atomic.Int64
+}
+
+type sessionKey struct {
+	src  netip.AddrPort
+	ssid uint16
+}
+
+type reflSession struct {
+	seq  uint32 // next reflector sequence number
+	rx   uint32 // test packets received in the session
+	tx   uint32 // test packets reflected in the session
+	last time.Time
+}
+
+// NewReflector makes a reflector; serve it on one or more sockets with Serve.
+func NewReflector(cfg ReflectorConfig) (*Reflector, error) {
+	if cfg.Mode == Authenticated && cfg.Key == nil {
+		return nil, ErrNoKey
+	}
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = DefaultSessionTimeout
+	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = KernelClock{}
+	}
+	r := &Reflector{
+		cfg:      cfg,
+		sessions: map[sessionKey]*reflSession{},
+		limiter:  newRateLimiter(cfg.RateLimit, cfg.Burst, maxRateSources),
+	}
+	r.allow.Store(cfg.Allow)
+	return r, nil
+}
+
+// SetAllow replaces the allow-list (on reload); sessions are kept.
+func (r *Reflector) SetAllow(a *AllowList) { r.allow.Store(a) }
+
+// Stats returns the counters so far.
+func (r *Reflector) Stats() ReflectorStats {
+	return ReflectorStats{
+		Reflected: r.reflected.Load(), NotAllowed: r.notAllowed.Load(), RateLimited: r.rateLimited.Load(),
+		Malformed: r.malformed.Load(), AuthFailed: r.authFailed.Load(), SendErrors: r.sendErrors.Load(),
+		Sessions: int(r.nSessions.Load()),
+	}
+}
+
+// Listen opens a reflector socket on addr ("0.0.0.0:862", "[::]:862",
+// "10.79.1.1:862"); network is "udp4" or "udp6".
+func Listen(ctx context.Context, network, addr string) (*net.UDPConn, error) {
+	c, err := listenUDP(ctx, network, addr, sockOpts{v6: network == "udp6", tos: -1})
+	if err != nil {
+		return nil, fmt.Errorf("listening for STAMP on %s %s: %w", network, addr, err)
+	}
+	return c, nil
+}
+
+// Serve answers test packets on conn until ctx ends or conn is closed. It
+// closes conn when ctx ends.
+func (r *Reflector) Serve(ctx context.Context, conn *net.UDPConn) error {
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	v6 := false
+	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+		v6 = la.IP.To4() == nil
+	}
+	w := reflWorker{r: r, conn: conn, v6: v6, key: r.cfg.Key.Clone()}
+	w.buf = make([]byte, 65536)
+	w.out = make([]byte, 65536)
+	w.oob = make([]byte, oobSize)
+	w.txOOB = make([]byte, oobSize)
+	for {
+		n, oobn, _, src, err := conn.ReadMsgUDPAddrPort(w.buf, w.oob)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("reading STAMP test packet: %w", err)
+		}
+		w.handle(w.buf[:n], w.oob[:oobn], src)
+	}
+}
+
+// reflWorker holds one socket's buffers, so the per-packet path allocates nothing.
+type reflWorker struct {
+	r          *Reflector
+	conn       *net.UDPConn
+	v6         bool
+	key        *Key
+	buf, out   []byte
+	oob, txOOB []byte
+	meta       rxMeta
+}
+
+func (w *reflWorker) handle(pkt, oob []byte, src netip.AddrPort) {
+	r := w.r
+	// The allow-list comes first: an unlisted flood costs one lookup per
+	// datagram and creates no state.
+	if !r.allow.Load().Contains(src.Addr()) {
+		r.notAllowed.Add(1)
+		return
+	}
+	mode := r.cfg.Mode
+	base := mode.BaseLen()
+	if len(pkt) < base {
+		r.malformed.Add(1)
+		return
+	}
+	now := time.Now()
+	r.mu.Lock()
+	ok := r.limiter.allow(src.Addr().Unmap(), now)
+	r.mu.Unlock()
+	if !ok {
+		r.rateLimited.Add(1)
+		return
+	}
+	if mode == Authenticated && !w.key.VerifyBase(pkt) {
+		r.authFailed.Add(1)
+		return
+	}
+	sp, _ := ParseSender(pkt, mode)
+	parseOOB(oob, &w.meta)
+	t2 := w.meta.ts
+	if t2.IsZero() {
+		t2 = now
+	}
+
+	r.mu.Lock()
+	s := r.session(sessionKey{src: src, ssid: sp.SSID}, now)
+	s.rx++
+	s.tx++
+	seq, rx, tx := s.seq, s.rx, s.tx
+	s.seq++
+	r.mu.Unlock()
+
+	// The reply is the received packet rewritten in place: same length, so
+	// never larger than what came in (RFC 8972 section 4 asks for symmetric
+	// size too).
+	out := w.out[:len(pkt)]
+	copy(out, pkt)
+	replyTOS := w.meta.tos &^ 3 // without CoS, answer in the class we were asked in
+	tlvs := out[base:]
+	rd := NewTLVReader(tlvs)
+	hmacOff := -1
+	for {
+		t, ok := rd.Next()
+		if !ok {
+			break
+		}
+		switch t.Type {
+		case TLVClassOfService:
+			c, ok := ParseCoS(t.Value)
+			if !ok {
+				tlvs[t.Off] |= FlagM
+				continue
+			}
+			c.DSCP2, c.ECN, c.RP = w.meta.tos>>2, w.meta.tos&3, 0
+			c.put(t.Value)
+			replyTOS = c.DSCP1 << 2
+		case TLVDirectMeasurement:
+			if len(t.Value) != dmLen {
+				tlvs[t.Off] |= FlagM
+				continue
+			}
+			binary.BigEndian.PutUint32(t.Value[4:], rx)
+			binary.BigEndian.PutUint32(t.Value[8:], tx)
+		case TLVExtraPadding:
+		case TLVHMAC:
+			if mode == Authenticated && len(t.Value) == hmacLen {
+				if !w.key.VerifyHMACTLV(pkt, base, t.Off) {
+					tlvs[t.Off] |= FlagI
+				}
+				hmacOff = t.Off
+			} else {
+				tlvs[t.Off] |= FlagU
+			}
+		default:
+			tlvs[t.Off] |= FlagU
+		}
+	}
+	if rd.Err() != nil && rd.Offset()+TLVHeaderLen <= len(tlvs) {
+		tlvs[rd.Offset()] |= FlagM
+	}
+	ttl := w.meta.ttl
+	if !w.meta.hasTTL {
+		ttl = 0
+	}
+	rp := ReflectorPacket{
+		Seq:              seq,
+		ErrorEstimate:    r.cfg.Clock.ErrorEstimate(),
+		SSID:             sp.SSID,
+		ReceiveTimestamp: ToNTP(t2),
+		SenderSeq:        sp.Seq,
+		SenderTimestamp:  sp.Timestamp,
+		SenderEE:         sp.ErrorEstimate,
+		SenderTTL:        ttl,
+	}
+	oobn := buildTxOOB(w.txOOB, w.v6, w.meta.dst, replyTOS)
+	rp.Timestamp = ToNTP(time.Now()) // T3, as late as possible
+	rp.PutReflector(out, mode)
+	if mode == Authenticated {
+		if hmacOff >= 0 {
+			// Recompute over the TLVs as rewritten.
+			w.key.mac(out[base+hmacOff+TLVHeaderLen:], out[0:4], out[base:base+hmacOff])
+		}
+		w.key.SignBase(out)
+	}
+	if _, _, err := w.conn.WriteMsgUDPAddrPort(out, w.txOOB[:oobn], src); err != nil {
+		r.sendErrors.Add(1)
+		return
+	}
+	r.reflected.Add(1)
+}
+
+// session finds or creates the state of a session; r.mu is held.
+func (r *Reflector) session(k sessionKey, now time.Time) *reflSession {
+	if now.Sub(r.lastSweep) > r.cfg.SessionTimeout/4 {
+		r.sweep(now)
+	}
+	s, ok := r.sessions[k]
+	if !ok {
+		if len(r.sessions) >= r.cfg.MaxSessions {
+			r.evictOldest()
+		}
+		s = &reflSession{}
+		r.sessions[k] = s
+		r.nSessions.Store(int64(len(r.sessions)))
+	}
+	s.last = now
+	return s
+}
+
+func (r *Reflector) sweep(now time.Time) {
+	r.lastSweep = now
+	for k, s := range r.sessions {
+		if now.Sub(s.last) > r.cfg.SessionTimeout {
+			delete(r.sessions, k)
+		}
+	}
+	r.limiter.sweep(now)
+	r.nSessions.Store(int64(len(r.sessions)))
+}
+
+func (r *Reflector) evictOldest() {
+	var oldest sessionKey
+	var t time.Time
+	for k, s := range r.sessions {
+		if t.IsZero() || s.last.Before(t) {
+			oldest, t = k, s.last
+		}
+	}
+	delete(r.sessions, oldest)
+}
