@@ -87,8 +87,10 @@ func readLoop(f *os.File, handle func(b []byte, from netip.Addr, at time.Time)) 
 // UDP, TCP and ICMPv6 checksums cover it, so it must be known up front.
 func sourceFor(dst netip.Addr) (netip.Addr, error) {
 	family := unix.AF_INET
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: 33434, Addr: dst.As4()}
-	if dst.Is6() {
+	var sa unix.Sockaddr
+	if dst.Is4() {
+		sa = &unix.SockaddrInet4{Port: 33434, Addr: dst.As4()}
+	} else {
 		family = unix.AF_INET6
 		sa = &unix.SockaddrInet6{Port: 33434, Addr: dst.As16()}
 	}

@@ -1,0 +1,583 @@
+// Package trace discovers the hops to a target, Paris-traceroute style: every
+// probe of a target carries the same flow identifier (UDP or TCP ports, or
+// ICMP identifier and checksum), so routers that balance flows over equal
+// cost paths keep all of them on one path and the hop list is a real path,
+// not a mix of several. Probes differ only in fields ECMP hashes ignore (the
+// UDP checksum, the ICMP sequence, the TCP sequence number), and replies are
+// matched on those fields, read from the packet quoted inside ICMP Time
+// Exceeded / Destination Unreachable.
+//
+// A Tracer owns its raw sockets (opened on first use, in the network
+// namespace of the calling thread) and a packets-per-second budget shared
+// by every trace it runs.
+package trace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Discovery methods.
+const (
+	UDP  = "udp"
+	ICMP = "icmp"
+	TCP  = "tcp"
+)
+
+// Defaults for a Target's zero fields.
+const (
+	DefaultMaxTTL       = 30
+	DefaultProbesPerHop = 3
+	DefaultTimeout      = time.Second
+	DefaultUDPPort      = 33434
+	DefaultTCPPort      = 443
+	// window is how many TTLs may be outstanding at once: TTL t+window is
+	// sent only once TTL t has been answered or timed out, so a trace to a
+	// near target stops soon after the target answers instead of sending
+	// every TTL up to MaxTTL.
+	window = 8
+	// probeSize is the transport part of a UDP or ICMP probe in bytes.
+	probeSize = 32
+)
+
+// Target is one trace to run.
+type Target struct {
+	Dst netip.Addr
+	// Src is the source address; zero means the one the routing table picks.
+	Src    netip.Addr
+	Method string // UDP, ICMP or TCP; "" is ICMP
+	// Port is the UDP or TCP destination port.
+	Port uint16
+	// Flow is the UDP/TCP source port or the ICMP identifier. Keep it
+	// constant for a target across rounds so each round follows the
+	// same ECMP path. Zero picks one from the destination.
+	Flow         uint16
+	MaxTTL       int
+	ProbesPerHop int
+	// Timeout is how long to wait for the answer to one probe.
+	Timeout time.Duration
+	TOS     uint8
+}
+
+// Hop is what one TTL answered.
+type Hop struct {
+	TTL int
+	// Addr is the address that answered (the most frequent one if the
+	// probes of this TTL were answered by several); invalid when silent.
+	Addr           netip.Addr
+	Sent, Received int
+	RTTs           []time.Duration
+	// Unreachable is set when this hop answered Destination Unreachable
+	// (and is not the target): the path ends here.
+	Unreachable bool
+}
+
+// Silent reports whether no probe of this hop was answered.
+func (h *Hop) Silent() bool { return !h.Addr.IsValid() }
+
+// RTT is the median round-trip time of the hop's answers (0 if silent).
+func (h *Hop) RTT() time.Duration {
+	if len(h.RTTs) == 0 {
+		return 0
+	}
+	s := slices.Clone(h.RTTs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// Loss is the fraction of this hop's probes that got no answer.
+func (h *Hop) Loss() float64 {
+	if h.Sent == 0 {
+		return 0
+	}
+	return float64(h.Sent-h.Received) / float64(h.Sent)
+}
+
+// Path is the result of one trace.
+type Path struct {
+	Dst, Src netip.Addr
+	// Hops runs from TTL 1 to the target when Reached, else to the last
+	// hop that answered.
+	Hops    []Hop
+	Reached bool
+	// Sent is the number of probes this trace sent.
+	Sent     int
+	Start    time.Time
+	Duration time.Duration
+}
+
+// Tracer runs traces. It is safe for concurrent use.
+type Tracer struct {
+	lim  *Limiter
+	sent atomic.Uint64
+
+	mu      sync.Mutex
+	closed  bool
+	pending map[key]*inflight
+	nextID  uint32
+	// Sockets, opened on first use; -1 / nil until then.
+	v4send int      // IPPROTO_RAW (IP_HDRINCL): every v4 probe
+	v4icmp *os.File // ICMP errors and echo replies
+	v4tcp  *os.File // SYN-ACK / RST from targets (TCP method only)
+	v6icmp *os.File // sends ICMPv6 echo, receives errors and replies
+	v6udp  int      // sends UDP probes over IPv6
+	v6tcp  *os.File // sends SYNs, receives SYN-ACK / RST (TCP method only)
+	fds    map[*os.File]int
+	wg     sync.WaitGroup
+}
+
+type inflight struct {
+	ch   chan<- result
+	ttl  int
+	sent time.Time
+}
+
+type result struct {
+	ttl  int
+	from netip.Addr
+	kind replyKind
+	rtt  time.Duration
+}
+
+// New returns a Tracer sending at most pps packets per second over all its
+// traces (pps <= 0: unlimited).
+func New(pps int) *Tracer {
+	return &Tracer{
+		lim:     NewLimiter(pps),
+		pending: map[key]*inflight{},
+		v4send:  -1,
+		v6udp:   -1,
+		fds:     map[*os.File]int{},
+	}
+}
+
+// SetPPS changes the packets-per-second budget.
+func (t *Tracer) SetPPS(pps int) { t.lim.SetPPS(pps) }
+
+// PacketsSent is the number of probes sent since New.
+func (t *Tracer) PacketsSent() uint64 { return t.sent.Load() }
+
+// Close closes the sockets and waits for the receive loops to end.
+func (t *Tracer) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	for _, f := range []*os.File{t.v4icmp, t.v4tcp, t.v6icmp, t.v6tcp} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	for _, fd := range []int{t.v4send, t.v6udp} {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+	t.mu.Unlock()
+	t.wg.Wait()
+	return nil
+}
+
+// ensure opens the sockets a trace of this family and method needs.
+func (t *Tracer) ensure(v6 bool, method string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errors.New("tracer is closed")
+	}
+	recv := func(fp **os.File, family, proto int, handle func([]byte, netip.Addr, time.Time)) error {
+		if *fp != nil {
+			return nil
+		}
+		f, fd, err := rawSocket(family, proto, true)
+		if err != nil {
+			return err
+		}
+		*fp = f
+		t.fds[f] = fd
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			readLoop(f, handle)
+		}()
+		return nil
+	}
+	send := func(fdp *int, family, proto int) error {
+		if *fdp >= 0 {
+			return nil
+		}
+		_, fd, err := rawSocket(family, proto, false)
+		if err != nil {
+			return err
+		}
+		*fdp = fd
+		return nil
+	}
+	if !v6 {
+		if err := send(&t.v4send, unix.AF_INET, unix.IPPROTO_RAW); err != nil {
+			return err
+		}
+		if err := recv(&t.v4icmp, unix.AF_INET, unix.IPPROTO_ICMP, t.handle4ICMP); err != nil {
+			return err
+		}
+		if method == TCP {
+			return recv(&t.v4tcp, unix.AF_INET, unix.IPPROTO_TCP, t.handle4TCP)
+		}
+		return nil
+	}
+	if err := recv(&t.v6icmp, unix.AF_INET6, unix.IPPROTO_ICMPV6, t.handle6ICMP); err != nil {
+		return err
+	}
+	switch method {
+	case UDP:
+		return send(&t.v6udp, unix.AF_INET6, unix.IPPROTO_UDP)
+	case TCP:
+		return recv(&t.v6tcp, unix.AF_INET6, unix.IPPROTO_TCP, t.handle6TCP)
+	}
+	return nil
+}
+
+func (t *Tracer) handle4ICMP(b []byte, _ netip.Addr, at time.Time) {
+	m, src, ok := parseIPv4(b)
+	if !ok {
+		return
+	}
+	if r, ok := parseICMP(m, src, false); ok {
+		t.deliver(r, at)
+	}
+}
+
+func (t *Tracer) handle4TCP(b []byte, _ netip.Addr, at time.Time) {
+	seg, src, ok := parseIPv4(b)
+	if !ok {
+		return
+	}
+	if r, ok := parseTCP(seg, src); ok {
+		t.deliver(r, at)
+	}
+}
+
+func (t *Tracer) handle6ICMP(b []byte, from netip.Addr, at time.Time) {
+	if r, ok := parseICMP(b, from, true); ok {
+		t.deliver(r, at)
+	}
+}
+
+func (t *Tracer) handle6TCP(b []byte, from netip.Addr, at time.Time) {
+	if r, ok := parseTCP(b, from); ok {
+		t.deliver(r, at)
+	}
+}
+
+// deliver hands a reply to the trace waiting for it; replies nobody waits
+// for (other tools' traffic, late answers) are dropped.
+func (t *Tracer) deliver(r reply, at time.Time) {
+	t.mu.Lock()
+	in, ok := t.pending[r.k]
+	if ok {
+		delete(t.pending, r.k)
+	}
+	t.mu.Unlock()
+	if !ok {
+		return
+	}
+	select {
+	case in.ch <- result{ttl: in.ttl, from: r.from, kind: r.kind, rtt: at.Sub(in.sent)}:
+	default: // cannot happen: the channel holds one slot per probe
+	}
+}
+
+// register reserves a probe id for k (k.id is filled in) and records when
+// it was sent.
+func (t *Tracer) register(k *key, ch chan<- result, ttl int, sent time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for {
+		t.nextID++
+		id := t.nextID
+		if k.proto != protoTCP {
+			id &= 0xffff
+			// A UDP checksum of 0 means "none" and 0xffff is its
+			// other spelling: neither can carry an id.
+			if id == 0 || id == 0xffff {
+				continue
+			}
+		}
+		k.id = id
+		if _, busy := t.pending[*k]; !busy {
+			t.pending[*k] = &inflight{ch: ch, ttl: ttl, sent: sent}
+			return
+		}
+	}
+}
+
+func (t *Tracer) unregister(keys []key) {
+	t.mu.Lock()
+	for _, k := range keys {
+		delete(t.pending, k)
+	}
+	t.mu.Unlock()
+}
+
+// send puts one probe on the wire.
+func (t *Tracer) send(k key, src netip.Addr, ttl int, tos uint8) error {
+	v6 := k.dst.Is6()
+	l4 := buildL4(k, src, probeSize, v6)
+	if !v6 {
+		proto := uint8(k.proto)
+		pkt := buildIPv4(src, k.dst, proto, ttl, tos, uint16(k.id), l4)
+		t.mu.Lock()
+		fd := t.v4send
+		t.mu.Unlock()
+		return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: k.dst.As4()})
+	}
+	t.mu.Lock()
+	var fd int
+	switch k.proto {
+	case protoUDP:
+		fd = t.v6udp
+	case protoTCP:
+		fd = t.fds[t.v6tcp]
+	default:
+		fd = t.fds[t.v6icmp]
+	}
+	t.mu.Unlock()
+	return unix.Sendmsg(fd, l4, send6Oob(src, ttl, tos), &unix.SockaddrInet6{Addr: k.dst.As16()}, 0)
+}
+
+// hopAcc collects the answers of one TTL.
+type hopAcc struct {
+	sent, received int
+	firstSent      time.Time
+	from           []netip.Addr
+	rtts           []time.Duration
+	unreachable    bool
+}
+
+// Trace discovers the path to tg.Dst.
+func (t *Tracer) Trace(ctx context.Context, tg Target) (*Path, error) {
+	dst := tg.Dst.Unmap()
+	if !dst.IsValid() {
+		return nil, errors.New("tracing: no destination address")
+	}
+	method := tg.Method
+	if method == "" {
+		method = ICMP
+	}
+	k := key{dst: dst, flow: tg.Flow}
+	switch method {
+	case ICMP:
+		k.proto = protoICMP
+	case UDP:
+		k.proto, k.port = protoUDP, tg.Port
+		if k.port == 0 {
+			k.port = DefaultUDPPort
+		}
+	case TCP:
+		k.proto, k.port = protoTCP, tg.Port
+		if k.port == 0 {
+			k.port = DefaultTCPPort
+		}
+	default:
+		return nil, fmt.Errorf("tracing %s: unknown method %q", dst, method)
+	}
+	if k.flow == 0 {
+		k.flow = defaultFlow(dst)
+	}
+	maxTTL, perHop, timeout := tg.MaxTTL, tg.ProbesPerHop, tg.Timeout
+	if maxTTL <= 0 {
+		maxTTL = DefaultMaxTTL
+	}
+	if perHop <= 0 {
+		perHop = DefaultProbesPerHop
+	}
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	src := tg.Src.Unmap()
+	if !src.IsValid() {
+		s, err := sourceFor(dst)
+		if err != nil {
+			return nil, fmt.Errorf("tracing %s: %w", dst, err)
+		}
+		src = s
+	}
+	if src.Is4() != dst.Is4() {
+		return nil, fmt.Errorf("tracing %s: source %s is of another address family", dst, src)
+	}
+	if err := t.ensure(dst.Is6(), method); err != nil {
+		return nil, fmt.Errorf("tracing %s: %w", dst, err)
+	}
+
+	ch := make(chan result, maxTTL*perHop)
+	keys := make([]key, 0, maxTTL*perHop)
+	defer func() { t.unregister(keys) }()
+	hops := make([]hopAcc, maxTTL+1)
+	reached, stopAt, lastTTL := 0, 0, 0
+	start := time.Now()
+	var lastSend time.Time
+
+	process := func(r result) {
+		if r.rtt > timeout {
+			return
+		}
+		h := &hops[r.ttl]
+		h.received++
+		h.from = append(h.from, r.from)
+		h.rtts = append(h.rtts, r.rtt)
+		switch {
+		case r.from == dst || r.kind == kindEchoReply || r.kind == kindTCP:
+			if reached == 0 || r.ttl < reached {
+				reached = r.ttl
+			}
+		case r.kind == kindUnreachable:
+			h.unreachable = true
+			if stopAt == 0 || r.ttl < stopAt {
+				stopAt = r.ttl
+			}
+		}
+	}
+	// end is the last TTL that matters once the target (or a router
+	// saying it is unreachable) has answered.
+	end := func() int {
+		e := lastTTL
+		if reached > 0 {
+			e = min(e, reached)
+		}
+		if stopAt > 0 {
+			e = min(e, stopAt)
+		}
+		return e
+	}
+	stopped := func() bool { return reached > 0 || stopAt > 0 }
+	// waitFor processes replies until done() or the deadline.
+	waitFor := func(deadline time.Time, done func() bool) error {
+		timer := time.NewTimer(time.Until(deadline))
+		defer timer.Stop()
+		for !done() {
+			select {
+			case r := <-ch:
+				process(r)
+			case <-timer.C:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+	drain := func() {
+		for {
+			select {
+			case r := <-ch:
+				process(r)
+			default:
+				return
+			}
+		}
+	}
+
+	for ttl := 1; ttl <= maxTTL; ttl++ {
+		drain()
+		if stopped() {
+			break
+		}
+		if ttl > window {
+			old := &hops[ttl-window]
+			if err := waitFor(old.firstSent.Add(timeout), func() bool { return stopped() || old.received == old.sent }); err != nil {
+				return nil, err
+			}
+			if stopped() {
+				break
+			}
+		}
+		for p := 0; p < perHop; p++ {
+			if err := t.lim.Wait(ctx); err != nil {
+				return nil, err
+			}
+			pk := k
+			now := time.Now()
+			t.register(&pk, ch, ttl, now)
+			keys = append(keys, pk)
+			if err := t.send(pk, src, ttl, tg.TOS); err != nil {
+				return nil, fmt.Errorf("tracing %s: sending TTL %d probe: %w", dst, ttl, err)
+			}
+			t.sent.Add(1)
+			lastSend = now
+			h := &hops[ttl]
+			if h.sent == 0 {
+				h.firstSent = now
+			}
+			h.sent++
+		}
+		lastTTL = ttl
+	}
+	// Wait for the stragglers of every TTL up to the end of the path.
+	complete := func() bool {
+		for i := 1; i <= end(); i++ {
+			if hops[i].received < hops[i].sent {
+				return false
+			}
+		}
+		return true
+	}
+	if err := waitFor(lastSend.Add(timeout), complete); err != nil {
+		return nil, err
+	}
+
+	p := &Path{Dst: dst, Src: src, Reached: reached > 0, Start: start, Duration: time.Since(start), Sent: len(keys)}
+	n := end()
+	if !stopped() {
+		// Not reached: keep hops up to the last one that answered.
+		n = 0
+		for i := 1; i <= lastTTL; i++ {
+			if hops[i].received > 0 {
+				n = i
+			}
+		}
+	}
+	for i := 1; i <= n; i++ {
+		h := &hops[i]
+		p.Hops = append(p.Hops, Hop{TTL: i, Addr: mostFrequent(h.from), Sent: h.sent, Received: h.received, RTTs: h.rtts, Unreachable: h.unreachable && mostFrequent(h.from) != dst})
+	}
+	return p, nil
+}
+
+// mostFrequent returns the address seen most often (the first of a tie).
+func mostFrequent(as []netip.Addr) netip.Addr {
+	var best netip.Addr
+	bestN := 0
+	for i, a := range as {
+		n := 0
+		for _, b := range as[i:] {
+			if a == b {
+				n++
+			}
+		}
+		if n > bestN {
+			best, bestN = a, n
+		}
+	}
+	return best
+}
+
+// defaultFlow derives a flow id from the destination, kept in the dynamic
+// port range so UDP and TCP probes look like ordinary client traffic.
+func defaultFlow(dst netip.Addr) uint16 {
+	var h uint32 = 2166136261
+	for _, b := range dst.AsSlice() {
+		h = (h ^ uint32(b)) * 16777619
+	}
+	return uint16(49152 + h%16384)
+}
