@@ -1,0 +1,230 @@
+package netlab
+
+import (
+	"container/heap"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// wakeEarly is how long before a packet is due its output thread wakes up;
+// it then spins until the exact time. The thread sleeps in a blocking read
+// of a timerfd (an hrtimer, no timer slack) with real-time priority, so the
+// wakeup lands within a few µs even while other processes load the CPUs;
+// the short spin absorbs the rest at a CPU cost of at most wakeEarly per
+// wakeup.
+const wakeEarly = 40 * time.Microsecond
+
+// rtPriority is the SCHED_FIFO priority of the emulator's packet threads:
+// low (1..99), just enough to run before ordinary processes when a packet
+// is due. The kernel's RT throttling bounds what a bug could take.
+const rtPriority = 10
+
+// outQueue holds packets waiting for their delivery time into one site's
+// TUN device. One locked OS thread drains it; any goroutine may push.
+type outQueue struct {
+	mu      sync.Mutex
+	h       pktHeap
+	seq     uint64
+	armedAt int64 // due time the timer is armed for, -1 when disarmed
+	closed  bool
+
+	tfd   int // blocking timerfd
+	tun   int // TUN fd
+	clock *clock
+	errs  *errHistogram
+	// writeErrs counts packets the kernel refused (e.g. the device went
+	// away during Close).
+	writeErrs atomic.Uint64
+	started   bool // run was launched; close waits for it
+	stopped   chan struct{}
+}
+
+type queuedPacket struct {
+	due int64 // ns on the lab clock
+	seq uint64
+	b   []byte
+}
+
+type pktHeap []queuedPacket
+
+func (h pktHeap) Len() int { return len(h) }
+func (h pktHeap) Less(i, j int) bool {
+	if h[i].due != h[j].due {
+		return h[i].due < h[j].due
+	}
+	return h[i].seq < h[j].seq
+}
+func (h pktHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *pktHeap) Push(x any)   { *h = append(*h, x.(queuedPacket)) }
+func (h *pktHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	old[len(old)-1] = queuedPacket{}
+	*h = old[:len(old)-1]
+	return x
+}
+
+func newOutQueue(tun int, c *clock, errs *errHistogram) (*outQueue, error) {
+	fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("creating timerfd: %w", err)
+	}
+	return &outQueue{armedAt: -1, tfd: fd, tun: tun, clock: c, errs: errs, stopped: make(chan struct{})}, nil
+}
+
+// push queues b for delivery at due.
+func (q *outQueue) push(due int64, b []byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	q.seq++
+	heap.Push(&q.h, queuedPacket{due: due, seq: q.seq, b: b})
+	if q.armedAt < 0 || due < q.armedAt {
+		q.arm(due)
+	}
+}
+
+// arm sets the timer to fire wakeEarly before due. q.mu is held.
+func (q *outQueue) arm(due int64) {
+	q.armedAt = due
+	d := due - int64(wakeEarly) - q.clock.now()
+	if d < 1 {
+		d = 1 // 0 would disarm
+	}
+	_ = unix.TimerfdSettime(q.tfd, 0, &unix.ItimerSpec{Value: unix.NsecToTimespec(d)}, nil)
+}
+
+// run delivers packets until close. It owns its OS thread.
+func (q *outQueue) run() {
+	defer close(q.stopped)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	setRealtime()
+	var tick [8]byte
+	var batch []queuedPacket
+	for {
+		if _, err := unix.Read(q.tfd, tick[:]); err != nil && err != unix.EINTR {
+			return
+		}
+		q.mu.Lock()
+		if q.closed {
+			q.mu.Unlock()
+			return
+		}
+		q.armedAt = -1
+		horizon := q.clock.now() + int64(wakeEarly)
+		for len(q.h) > 0 && q.h[0].due <= horizon {
+			batch = append(batch, heap.Pop(&q.h).(queuedPacket))
+		}
+		if len(q.h) > 0 {
+			q.arm(q.h[0].due)
+		}
+		q.mu.Unlock()
+		for i := range batch {
+			p := &batch[i]
+			now := q.clock.now()
+			for now < p.due {
+				now = q.clock.now()
+			}
+			if _, err := unix.Write(q.tun, p.b); err != nil {
+				q.writeErrs.Add(1)
+			}
+			q.errs.record(now - p.due)
+			batch[i] = queuedPacket{}
+		}
+		batch = batch[:0]
+	}
+}
+
+// close stops run, drops what is queued and waits for the thread.
+func (q *outQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.h = nil
+	// Wake the blocked read; closing the fd would not.
+	_ = unix.TimerfdSettime(q.tfd, 0, &unix.ItimerSpec{Value: unix.NsecToTimespec(1)}, nil)
+	q.mu.Unlock()
+	if q.started {
+		<-q.stopped
+	}
+	unix.Close(q.tfd)
+}
+
+// setRealtime gives the calling thread SCHED_FIFO priority when allowed;
+// without it the lab still works, only with a larger delay error.
+func setRealtime() {
+	_ = unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: rtPriority}, 0)
+}
+
+// clock is the lab's monotonic time in ns since the lab started.
+type clock struct{ epoch time.Time }
+
+func (c *clock) now() int64 { return int64(time.Since(c.epoch)) }
+
+// errHistogram records how late the emulator delivered packets against
+// their due time, in 1 µs buckets up to 10 ms (later ones land in the last
+// bucket). Lock-free: every output goroutine records into it.
+type errHistogram struct {
+	buckets [10001]atomic.Uint64
+}
+
+func (e *errHistogram) record(late int64) {
+	us := late / 1000
+	if us < 0 {
+		us = 0
+	}
+	if us >= int64(len(e.buckets)) {
+		us = int64(len(e.buckets) - 1)
+	}
+	e.buckets[us].Add(1)
+}
+
+// DelayError summarises how far delivery times missed their due times.
+type DelayError struct {
+	Count         uint64
+	P50, P99, Max time.Duration
+}
+
+func (e *errHistogram) snapshot() DelayError {
+	var counts [len(errHistogram{}.buckets)]uint64
+	var d DelayError
+	for i := range e.buckets {
+		counts[i] = e.buckets[i].Load()
+		d.Count += counts[i]
+	}
+	if d.Count == 0 {
+		return d
+	}
+	q := func(f float64) time.Duration {
+		rank := uint64(f*float64(d.Count-1)) + 1
+		var c uint64
+		for i, n := range counts {
+			c += n
+			if c >= rank {
+				return time.Duration(i+1) * time.Microsecond // bucket upper bound
+			}
+		}
+		return 0
+	}
+	d.P50, d.P99 = q(0.50), q(0.99)
+	for i := len(counts) - 1; i >= 0; i-- {
+		if counts[i] > 0 {
+			d.Max = time.Duration(i+1) * time.Microsecond
+			break
+		}
+	}
+	return d
+}
+
+func (e *errHistogram) reset() {
+	for i := range e.buckets {
+		e.buckets[i].Store(0)
+	}
+}
