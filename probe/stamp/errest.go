@@ -33,7 +33,7 @@ func NewErrorEstimate(synced bool, maxErr time.Duration) ErrorEstimate {
 		e |= eeSync
 	}
 	if maxErr <= 0 {
-		maxErr = 1 // the multiplier must not be zero (RFC 4656)
+		return e | 1 // the smallest bound; the multiplier must not be zero (RFC 4656)
 	}
 	// Find the smallest scale with multiplier = ceil(err * 2^(32-scale)) <= 255.
 	secs := maxErr.Seconds()
