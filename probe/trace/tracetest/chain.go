@@ -128,10 +128,12 @@ func (c *Chain) SetMTU(k, mtu int) {
 
 // SetBlackhole makes link k an MTU black hole: the left end keeps its
 // (jumbo) MTU and forwards big packets, the right end's smaller MTU makes
-// the veth drop them silently.
+// the veth drop them silently. Packets of up to mtu bytes still pass.
 func (c *Chain) SetBlackhole(k, mtu int) {
 	c.Nodes[k].MustRun(c.t, "ip", "link", "set", c.ifname(k, true), "mtu", fmt.Sprint(JumboMTU))
-	c.Nodes[k+1].MustRun(c.t, "ip", "link", "set", c.ifname(k, false), "mtu", fmt.Sprint(mtu))
+	// veth accepts VLAN_HLEN (4) bytes over the receiver's MTU (room for
+	// a VLAN tag), so the cut-off sits 4 bytes lower.
+	c.Nodes[k+1].MustRun(c.t, "ip", "link", "set", c.ifname(k, false), "mtu", fmt.Sprint(mtu-4))
 }
 
 // Silence makes router j (1-based) stop answering expired probes while it
