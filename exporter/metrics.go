@@ -1,15 +1,26 @@
 // Package exporter turns probe outcomes into Prometheus metrics: per-target
 // aggregation (RTT histogram, loss window, jitter, up) and the HTTP server
 // that exposes them. It knows nothing about sockets.
+//
+// The per-target series do not go through client_golang's registry: at
+// 10,000 targets its generic Gather (label pairs, sorting, allocation per
+// sample) takes over a second per scrape. Each target keeps its state in one
+// struct with label text rendered once, and the handler writes the text or
+// protobuf exposition straight from it (see exposition.go). Everything else
+// (agent, AWS, path, STAMP metrics) uses the registry as usual.
 package exporter
 
 import (
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/probed/probed/config"
 	"github.com/probed/probed/probe"
@@ -18,74 +29,30 @@ import (
 // ProbeLabels are on every probe series, in this order.
 var ProbeLabels = []string{"source_site", "target_site", "target", "path", "segment", "protocol", "port"}
 
-// RTTBuckets are the classic histogram buckets (seconds): fine below 1 ms
-// for LAN and metro pairs, 25 ms steps across the 100–300 ms range where
-// intercontinental SiteLink pairs live, and a tail to a few seconds.
-var RTTBuckets = []float64{
-	0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075,
-	0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5, 1, 2.5, 5,
-}
-
 // Metrics is the probe.Sink that the engine reports to.
 type Metrics struct {
 	log        *zap.Logger
 	lossWindow atomic.Int64
 	downAfter  atomic.Int64
 
-	sent, lost, errs  *prometheus.CounterVec
-	rtt               *prometheus.HistogramVec
-	jitter, lossRatio *prometheus.GaugeVec
-	up                *prometheus.GaugeVec
-	violation         *prometheus.GaugeVec
-	guardReplies      *prometheus.CounterVec
-	ignored           *prometheus.CounterVec
-	ignoredC          [probe.NumIgnored]prometheus.Counter
-	lag               prometheus.Histogram
-	drops             prometheus.Counter
+	ignoredC [probe.NumIgnored]prometheus.Counter
+	lag      prometheus.Histogram
+	drops    prometheus.Counter
 
-	mu   sync.Mutex
-	recs map[*recorder]struct{}
+	mu     sync.Mutex
+	recs   map[*recorder]struct{}
+	sorted []*recorder // recs in label order, rebuilt when dirty
+	dirty  bool
 }
 
-// NewMetrics registers the probe metrics on reg.
+// NewMetrics registers the agent-wide probe metrics on reg; the per-target
+// series are written by the exposition handler.
 func NewMetrics(reg prometheus.Registerer, log *zap.Logger) *Metrics {
+	ignored := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "probed_icmp_ignored_replies_total", Help: "Received ICMP packets not taken as a reply, by reason.",
+	}, []string{"reason"})
 	m := &Metrics{
 		log: log,
-		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "probed_probes_sent_total", Help: "Probes sent.",
-		}, ProbeLabels),
-		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "probed_probes_lost_total", Help: "Probes that got no valid reply within their timeout (counted at the deadline, or at an ICMP error or TCP reset).",
-		}, ProbeLabels),
-		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "probed_probe_errors_total", Help: "Failed probes by reason; every lost probe has exactly one reason. reason=\"resolve\" counts failed name resolutions instead.",
-		}, append(append([]string{}, ProbeLabels...), "reason")),
-		rtt: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:                            "probed_rtt_seconds",
-			Help:                            "Round-trip time of answered probes (kernel timestamps; TCP: handshake time).",
-			Buckets:                         RTTBuckets,
-			NativeHistogramBucketFactor:     1.1,
-			NativeHistogramMaxBucketNumber:  160,
-			NativeHistogramMinResetDuration: time.Hour,
-		}, ProbeLabels),
-		jitter: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "probed_jitter_seconds", Help: "RFC 3550 interarrival-jitter estimate over consecutive round-trip times.",
-		}, ProbeLabels),
-		lossRatio: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "probed_loss_ratio", Help: "Share of the last probe.loss_window finished probes that were lost.",
-		}, ProbeLabels),
-		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "probed_target_up", Help: "1 after a reply, 0 after probe.down_after consecutive losses.",
-		}, ProbeLabels),
-		violation: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "probed_segmentation_violation", Help: "1 while a guard target (expect: unreachable) answers: traffic crosses a boundary that must hold.",
-		}, ProbeLabels),
-		guardReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "probed_segmentation_replies_total", Help: "Replies received from guard targets (expect: unreachable).",
-		}, ProbeLabels),
-		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "probed_icmp_ignored_replies_total", Help: "Received ICMP packets not taken as a reply, by reason.",
-		}, []string{"reason"}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "probed_scheduler_lag_seconds",
 			Help:    "How late probes left compared to their scheduled slot (an overloaded agent shows here, not as network latency).",
@@ -99,9 +66,9 @@ func NewMetrics(reg prometheus.Registerer, log *zap.Logger) *Metrics {
 	m.lossWindow.Store(config.DefaultLossWindow)
 	m.downAfter.Store(config.DefaultDownAfter)
 	for i := probe.Ignored(0); i < probe.NumIgnored; i++ {
-		m.ignoredC[i] = m.ignored.WithLabelValues(i.String())
+		m.ignoredC[i] = ignored.WithLabelValues(i.String())
 	}
-	reg.MustRegister(m.sent, m.lost, m.errs, m.rtt, m.jitter, m.lossRatio, m.up, m.violation, m.guardReplies, m.ignored, m.lag, m.drops)
+	reg.MustRegister(ignored, m.lag, m.drops)
 	return m
 }
 
@@ -118,28 +85,29 @@ func (m *Metrics) SetPlan(p *config.Plan) {
 	}
 }
 
-func labelValues(s *config.ProbeSpec) []string {
-	return []string{s.SourceSite, s.TargetSite, s.Target, s.Path, s.Segment, s.Protocol, s.PortLabel()}
-}
-
-// Add implements probe.Sink: it resolves the target's series once, so the
-// per-probe path touches no label maps.
+// Add implements probe.Sink: the target's label text is rendered once, so
+// the per-probe path touches no labels and allocates nothing.
 func (m *Metrics) Add(s *config.ProbeSpec) probe.Recorder {
-	lv := labelValues(s)
-	r := &recorder{m: m, lv: lv, guard: s.Guard, spec: *s, isUp: -1, win: newLossWindow(int(m.lossWindow.Load()))}
-	if s.Guard {
-		r.violation = m.violation.WithLabelValues(lv...)
-		r.violation.Set(0)
-		r.guardReplies = m.guardReplies.WithLabelValues(lv...)
-	} else {
-		r.sent = m.sent.WithLabelValues(lv...)
-		r.lost = m.lost.WithLabelValues(lv...)
-		r.rtt = m.rtt.WithLabelValues(lv...)
-		r.jitter = m.jitter.WithLabelValues(lv...)
-		r.lossRatio = m.lossRatio.WithLabelValues(lv...)
+	lv := []string{s.SourceSite, s.TargetSite, s.Target, s.Path, s.Segment, s.Protocol, s.PortLabel()}
+	r := &recorder{m: m, spec: *s, guard: s.Guard, isUp: -1, win: newLossWindow(int(m.lossWindow.Load()))}
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, name := range ProbeLabels {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(name)
+		b.WriteString(`="`)
+		b.WriteString(escapeLabel(lv[i]))
+		b.WriteByte('"')
+	}
+	r.labels = b.String() // without the closing brace: buckets add le
+	for i, name := range ProbeLabels {
+		r.pairs = append(r.pairs, &dto.LabelPair{Name: proto.String(name), Value: proto.String(lv[i])})
 	}
 	m.mu.Lock()
 	m.recs[r] = struct{}{}
+	m.dirty = true
 	m.mu.Unlock()
 	return r
 }
@@ -149,22 +117,11 @@ func (m *Metrics) Remove(s *config.ProbeSpec, rec probe.Recorder) {
 	r := rec.(*recorder)
 	m.mu.Lock()
 	delete(m.recs, r)
+	m.dirty = true
 	m.mu.Unlock()
 	r.mu.Lock()
 	r.removed = true
 	r.mu.Unlock()
-	lv := r.lv
-	for _, v := range []*prometheus.CounterVec{m.sent, m.lost, m.guardReplies} {
-		v.DeleteLabelValues(lv...)
-	}
-	for _, v := range []*prometheus.GaugeVec{m.jitter, m.lossRatio, m.up, m.violation} {
-		v.DeleteLabelValues(lv...)
-	}
-	m.rtt.DeleteLabelValues(lv...)
-	for i := probe.Reason(0); i < probe.NumReasons; i++ {
-		m.errs.DeleteLabelValues(append(lv, i.String())...)
-	}
-	m.errs.DeleteLabelValues(append(lv, "resolve")...)
 }
 
 // Ignored implements probe.Sink.
@@ -176,39 +133,61 @@ func (m *Metrics) SchedulerLag(d time.Duration) { m.lag.Observe(d.Seconds()) }
 // SocketDrops implements probe.Sink.
 func (m *Metrics) SocketDrops(n uint64) { m.drops.Add(float64(n)) }
 
-// ResolveFailed implements probe.Sink.
+// ResolveFailed implements probe.Sink: counted as errors{reason="resolve"}
+// on the target's series (no probe was sent, so not in lost).
 func (m *Metrics) ResolveFailed(s *config.ProbeSpec) {
-	m.errs.WithLabelValues(append(labelValues(s), "resolve")...).Inc()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for r := range m.recs {
+		if r.spec.Key() == s.Key() {
+			r.mu.Lock()
+			r.resolveFails++
+			r.mu.Unlock()
+		}
+	}
 }
 
-// recorder aggregates one probe spec.
+// recorders returns the live recorders in label order.
+func (m *Metrics) recorders() []*recorder {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dirty {
+		m.sorted = m.sorted[:0]
+		for r := range m.recs {
+			m.sorted = append(m.sorted, r)
+		}
+		sort.Slice(m.sorted, func(i, j int) bool { return m.sorted[i].labels < m.sorted[j].labels })
+		m.dirty = false
+	}
+	return append([]*recorder(nil), m.sorted...)
+}
+
+// recorder aggregates one probe spec. Every field below mu is guarded by it.
 type recorder struct {
-	m     *Metrics
-	lv    []string
-	spec  config.ProbeSpec
-	guard bool
+	m      *Metrics
+	spec   config.ProbeSpec
+	guard  bool
+	labels string            // `{source_site="…",…,port="…"` (no closing brace)
+	pairs  []*dto.LabelPair // the same, for protobuf
 
-	sent, lost        prometheus.Counter
-	rtt               prometheus.Observer
-	jitter, lossRatio prometheus.Gauge
-	errs              [probe.NumReasons]prometheus.Counter
-	up                prometheus.Gauge
-	violation         prometheus.Gauge
-	guardReplies      prometheus.Counter
-
-	mu         sync.Mutex
-	win        lossWindow
-	jit        jitter
-	consecLost int
-	isUp       int8 // -1 unknown, 0 down, 1 up
-	violating  bool
-	removed    bool
+	mu           sync.Mutex
+	sent, lost   uint64
+	errs         [probe.NumReasons]uint64
+	resolveFails uint64
+	hist         rttHistogram
+	win          lossWindow
+	jit          jitter
+	consecLost   int
+	isUp         int8 // -1 unknown, 0 down, 1 up
+	violating    bool
+	guardReplies uint64
+	removed      bool
 }
 
 func (r *recorder) Sent() {
-	if r.sent != nil {
-		r.sent.Inc()
-	}
+	r.mu.Lock()
+	r.sent++
+	r.mu.Unlock()
 }
 
 func (r *recorder) Succeeded(rtt time.Duration) {
@@ -219,16 +198,13 @@ func (r *recorder) Succeeded(rtt time.Duration) {
 	}
 	r.consecLost = 0
 	if r.guard {
-		r.guardReplies.Inc()
+		r.guardReplies++
 		r.setViolation(true)
 		return
 	}
-	r.rtt.Observe(rtt.Seconds())
+	r.hist.observe(rtt)
 	r.jit.add(rtt)
-	r.jitter.Set(r.jit.value)
 	r.win.add(false)
-	ratio, _ := r.win.ratio()
-	r.lossRatio.Set(ratio)
 	r.setUp(1)
 }
 
@@ -241,7 +217,7 @@ func (r *recorder) Failed(reason probe.Reason) {
 	if r.guard {
 		if reason == probe.ReasonRefused {
 			// A TCP reset came from the far side: the boundary leaked.
-			r.guardReplies.Inc()
+			r.guardReplies++
 			r.consecLost = 0
 			r.setViolation(true)
 			return
@@ -252,14 +228,9 @@ func (r *recorder) Failed(reason probe.Reason) {
 		}
 		return
 	}
-	r.lost.Inc()
-	if r.errs[reason] == nil {
-		r.errs[reason] = r.m.errs.WithLabelValues(append(r.lv, reason.String())...)
-	}
-	r.errs[reason].Inc()
+	r.lost++
+	r.errs[reason]++
 	r.win.add(true)
-	ratio, _ := r.win.ratio()
-	r.lossRatio.Set(ratio)
 	r.consecLost++
 	if r.consecLost >= int(r.m.downAfter.Load()) {
 		r.setUp(0)
@@ -270,16 +241,12 @@ func (r *recorder) setUp(v int8) {
 	if r.isUp == v {
 		return
 	}
-	if r.up == nil {
-		r.up = r.m.up.WithLabelValues(r.lv...)
-	}
-	r.up.Set(float64(v))
 	// Log transitions, and a target that starts out down; not the
 	// ordinary first reply.
 	if r.isUp != -1 || v == 0 {
 		r.m.log.Info("target state changed", zap.String("target_site", r.spec.TargetSite), zap.String("target", r.spec.Target),
 			zap.String("protocol", r.spec.Protocol), zap.String("port", r.spec.PortLabel()), zap.String("path", r.spec.Path),
-			zap.Bool("up", v == 1))
+			zap.String("segment", r.spec.Segment), zap.Bool("up", v == 1))
 	}
 	r.isUp = v
 }
@@ -289,15 +256,18 @@ func (r *recorder) setViolation(on bool) {
 		return
 	}
 	r.violating = on
-	if on {
-		r.violation.Set(1)
-		r.m.log.Warn("segmentation violation started: a guard target answers", zap.String("source_site", r.spec.SourceSite),
-			zap.String("target_site", r.spec.TargetSite), zap.String("target", r.spec.Target), zap.String("segment", r.spec.Segment),
-			zap.String("protocol", r.spec.Protocol), zap.String("port", r.spec.PortLabel()))
-	} else {
-		r.violation.Set(0)
-		r.m.log.Warn("segmentation violation ended: the guard target is unreachable again", zap.String("source_site", r.spec.SourceSite),
-			zap.String("target_site", r.spec.TargetSite), zap.String("target", r.spec.Target), zap.String("segment", r.spec.Segment),
-			zap.String("protocol", r.spec.Protocol), zap.String("port", r.spec.PortLabel()))
+	msg := "segmentation violation started: a guard target answers"
+	if !on {
+		msg = "segmentation violation ended: the guard target is unreachable again"
 	}
+	r.m.log.Warn(msg, zap.String("source_site", r.spec.SourceSite), zap.String("target_site", r.spec.TargetSite),
+		zap.String("target", r.spec.Target), zap.String("path", r.spec.Path), zap.String("segment", r.spec.Segment),
+		zap.String("protocol", r.spec.Protocol), zap.String("port", r.spec.PortLabel()))
+}
+
+func escapeLabel(s string) string {
+	if !strings.ContainsAny(s, "\\\"\n") {
+		return s
+	}
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
 }

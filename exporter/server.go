@@ -11,7 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
 	"go.uber.org/zap"
 )
@@ -27,15 +26,10 @@ type Server struct {
 }
 
 // NewServer builds the HTTP handlers. reload is called by POST /-/reload.
-func NewServer(reg *prometheus.Registry, log *zap.Logger, reload func() error) *Server {
+func NewServer(reg *prometheus.Registry, m *Metrics, log *zap.Logger, reload func() error) *Server {
 	s := &Server{Mux: http.NewServeMux(), log: log, reload: reload}
 	s.reason.Store("starting")
-	s.Mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog:            zap.NewStdLog(log),
-		EnableOpenMetrics:   true,
-		MaxRequestsInFlight: 4,
-		Timeout:             30 * time.Second,
-	}))
+	s.Mux.Handle("/metrics", metricsHandler(reg, m, log))
 	s.Mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "Healthy")
 	})

@@ -1,7 +1,6 @@
 package probe
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -119,7 +118,7 @@ func (e *Engine) Update(plan *config.Plan) error {
 			if changed {
 				t.interval = int64(spec.Interval)
 				t.next = firstSlot(k, t.interval, nowMono, nowWall)
-				heap.Fix(&e.sched, t.index)
+				e.sched.fix(t.index)
 			}
 			continue
 		}
@@ -143,11 +142,11 @@ func (e *Engine) Update(plan *config.Plan) error {
 		t.rec = e.sink.Add(&t.spec)
 		t.next = firstSlot(k, t.interval, nowMono, nowWall)
 		e.targets[k] = t
-		heap.Push(&e.sched, t)
+		e.sched.push(t)
 	}
 	for k, t := range e.targets {
 		if !seen[k] {
-			heap.Remove(&e.sched, t.index)
+			e.sched.remove(t.index)
 			t.index = -1
 			delete(e.targets, k)
 			e.sink.Remove(&t.spec, t.rec)
@@ -251,7 +250,7 @@ func (e *Engine) sendDue(now int64) int64 {
 		if t.next < now {
 			t.next += (now - t.next + t.interval - 1) / t.interval * t.interval
 		}
-		heap.Fix(&e.sched, 0)
+		e.sched.fix(0)
 	}
 	next := now + int64(time.Second)
 	if len(e.sched) > 0 && e.sched[0].next < next {
@@ -277,25 +276,68 @@ func (e *Engine) Targets() map[string]int {
 // ICMPMode reports how ICMP sockets were opened ("raw", "datagram", or "" if none yet).
 func (e *Engine) ICMPMode() string { return e.icmp.mode() }
 
-// schedule is a min-heap of targets by next send time.
+// schedule is a min-heap of targets by next send time (typed, so the hot
+// path has no interface calls).
 type schedule []*target
 
-func (s schedule) Len() int           { return len(s) }
-func (s schedule) Less(i, j int) bool { return s[i].next < s[j].next }
-func (s schedule) Swap(i, j int) {
+func (s schedule) swap(i, j int) {
 	s[i], s[j] = s[j], s[i]
 	s[i].index = i
 	s[j].index = j
 }
-func (s *schedule) Push(x any) {
-	t := x.(*target)
+
+func (s schedule) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if s[p].next <= s[i].next {
+			return
+		}
+		s.swap(p, i)
+		i = p
+	}
+}
+
+func (s schedule) down(i int) bool {
+	start, n := i, len(s)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		m := l
+		if r := l + 1; r < n && s[r].next < s[l].next {
+			m = r
+		}
+		if s[i].next <= s[m].next {
+			break
+		}
+		s.swap(i, m)
+		i = m
+	}
+	return i > start
+}
+
+func (s *schedule) push(t *target) {
 	t.index = len(*s)
 	*s = append(*s, t)
+	s.up(t.index)
 }
-func (s *schedule) Pop() any {
+
+func (s schedule) fix(i int) {
+	if !s.down(i) {
+		s.up(i)
+	}
+}
+
+func (s *schedule) remove(i int) {
 	old := *s
-	t := old[len(old)-1]
-	old[len(old)-1] = nil
-	*s = old[:len(old)-1]
-	return t
+	n := len(old) - 1
+	if i != n {
+		old.swap(i, n)
+	}
+	old[n] = nil
+	*s = old[:n]
+	if i != n {
+		s.fix(i)
+	}
 }

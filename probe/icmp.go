@@ -26,7 +26,7 @@ const (
 
 // ICMP types and codes used for matching.
 const (
-	v4EchoReply, v4Unreach, v4EchoRequest, v4TimeExceeded, v4ParamProblem = 0, 3, 8, 11, 12
+	v4EchoReply, v4Unreach, v4EchoRequest, v4TimeExceeded, v4ParamProblem           = 0, 3, 8, 11, 12
 	v6Unreach, v6TooBig, v6TimeExceeded, v6ParamProblem, v6EchoRequest, v6EchoReply = 1, 2, 3, 4, 128, 129
 )
 

@@ -17,18 +17,18 @@ import (
 type Reason uint8
 
 const (
-	ReasonTimeout          Reason = iota // no reply before the deadline
-	ReasonNetUnreachable                 // ICMP network unreachable / no route
-	ReasonHostUnreachable                // ICMP host or address unreachable
-	ReasonPortUnreachable                // ICMP port unreachable
-	ReasonAdminProhibited                // ICMP communication administratively prohibited
-	ReasonUnreachable                    // other destination-unreachable codes
-	ReasonPacketTooBig                   // fragmentation needed / packet too big
-	ReasonTTLExceeded                    // time exceeded in transit
-	ReasonParamProblem                   // parameter problem
-	ReasonRefused                        // TCP connection refused (RST)
-	ReasonSendError                      // the local send failed
-	ReasonConnectError                   // other TCP connect failures
+	ReasonTimeout         Reason = iota // no reply before the deadline
+	ReasonNetUnreachable                // ICMP network unreachable / no route
+	ReasonHostUnreachable               // ICMP host or address unreachable
+	ReasonPortUnreachable               // ICMP port unreachable
+	ReasonAdminProhibited               // ICMP communication administratively prohibited
+	ReasonUnreachable                   // other destination-unreachable codes
+	ReasonPacketTooBig                  // fragmentation needed / packet too big
+	ReasonTTLExceeded                   // time exceeded in transit
+	ReasonParamProblem                  // parameter problem
+	ReasonRefused                       // TCP connection refused (RST)
+	ReasonSendError                     // the local send failed
+	ReasonConnectError                  // other TCP connect failures
 	NumReasons
 )
 
@@ -48,12 +48,12 @@ func (r Reason) String() string {
 type Ignored uint8
 
 const (
-	IgnoredForeign   Ignored = iota // an echo reply for another program (identifier differs)
-	IgnoredForged                   // our identifier but a token, serial or source that doesn't match a probe we sent
-	IgnoredLate                     // a reply to a probe already counted as lost
-	IgnoredDuplicate                // a second reply to a probe already answered
-	IgnoredMalformed                // too short or unparsable
-	IgnoredStrayError               // an ICMP error about a packet we did not send
+	IgnoredForeign    Ignored = iota // an echo reply for another program (identifier differs)
+	IgnoredForged                    // our identifier but a token, serial or source that doesn't match a probe we sent
+	IgnoredLate                      // a reply to a probe already counted as lost
+	IgnoredDuplicate                 // a second reply to a probe already answered
+	IgnoredMalformed                 // too short or unparsable
+	IgnoredStrayError                // an ICMP error about a packet we did not send
 	NumIgnored
 )
 

@@ -1,0 +1,376 @@
+package exporter
+
+import (
+	"bufio"
+	"compress/gzip"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/probed/probed/probe"
+)
+
+// snapshot is one target's state copied under its lock, so every family of
+// one scrape sees the same moment.
+type snapshot struct {
+	r            *recorder
+	guard        bool
+	sent, lost   uint64
+	errs         [probe.NumReasons]uint64
+	resolveFails uint64
+	classic      [len(rttBucketsArr)]uint64
+	count        uint64
+	sum          float64
+	jitter       float64
+	haveJitter   bool
+	ratio        float64
+	haveRatio    bool
+	up           int8
+	violating    bool
+	guardReplies uint64
+}
+
+func (r *recorder) snapshot(s *snapshot) {
+	r.mu.Lock()
+	s.r, s.guard = r, r.guard
+	s.sent, s.lost, s.errs, s.resolveFails = r.sent, r.lost, r.errs, r.resolveFails
+	s.classic, s.count, s.sum = r.hist.classic, r.hist.count, r.hist.sum
+	s.jitter, s.haveJitter = r.jit.value, r.jit.have
+	s.ratio, s.haveRatio = r.win.ratio()
+	s.up = r.isUp
+	s.violating, s.guardReplies = r.violating, r.guardReplies
+	r.mu.Unlock()
+}
+
+var snapPool = sync.Pool{New: func() any { return new([]snapshot) }}
+
+func (m *Metrics) snapshots() (*[]snapshot, []snapshot) {
+	recs := m.recorders()
+	p := snapPool.Get().(*[]snapshot)
+	s := (*p)[:0]
+	if cap(s) < len(recs) {
+		s = make([]snapshot, 0, len(recs))
+	}
+	s = s[:len(recs)]
+	for i, r := range recs {
+		r.snapshot(&s[i])
+	}
+	return p, s
+}
+
+// Family help texts, shared by the text and protobuf writers.
+const (
+	helpSent      = "Probes sent."
+	helpLost      = "Probes that got no valid reply within their timeout (decided at the deadline, or at an ICMP error or TCP reset)."
+	helpErrors    = "Failed probes by reason; every lost probe has exactly one reason. reason=\"resolve\" counts failed name resolutions (no probe sent)."
+	helpRTT       = "Round-trip time of answered probes, from kernel timestamps (TCP: the kernel's handshake RTT)."
+	helpJitter    = "RFC 3550 interarrival-jitter estimate over consecutive round-trip times."
+	helpLoss      = "Share of the last probe.loss_window finished probes that were lost."
+	helpUp        = "1 after a reply, 0 after probe.down_after consecutive losses."
+	helpViolation = "1 while a guard target (expect: unreachable) answers: traffic crosses a boundary that must hold."
+	helpGuard     = "Replies received from guard targets (expect: unreachable)."
+)
+
+// writeText writes the per-target families in the Prometheus text format.
+func writeText(w *bufio.Writer, snaps []snapshot) {
+	var num []byte
+	header := func(name, help, typ string) {
+		w.WriteString("# HELP ")
+		w.WriteString(name)
+		w.WriteByte(' ')
+		w.WriteString(help)
+		w.WriteString("\n# TYPE ")
+		w.WriteString(name)
+		w.WriteByte(' ')
+		w.WriteString(typ)
+		w.WriteByte('\n')
+	}
+	line := func(name, labels, extra string, v []byte) {
+		w.WriteString(name)
+		w.WriteString(labels)
+		w.WriteString(extra)
+		w.WriteString("} ")
+		w.Write(v)
+		w.WriteByte('\n')
+	}
+	u := func(v uint64) []byte { num = strconv.AppendUint(num[:0], v, 10); return num }
+	f := func(v float64) []byte { num = appendFloat(num[:0], v); return num }
+
+	header("probed_probes_sent_total", helpSent, "counter")
+	for i := range snaps {
+		if s := &snaps[i]; !s.guard {
+			line("probed_probes_sent_total", s.r.labels, "", u(s.sent))
+		}
+	}
+	header("probed_probes_lost_total", helpLost, "counter")
+	for i := range snaps {
+		if s := &snaps[i]; !s.guard {
+			line("probed_probes_lost_total", s.r.labels, "", u(s.lost))
+		}
+	}
+	header("probed_probe_errors_total", helpErrors, "counter")
+	for i := range snaps {
+		s := &snaps[i]
+		for reason, n := range s.errs {
+			if n > 0 {
+				line("probed_probe_errors_total", s.r.labels, `,reason="`+probe.Reason(reason).String()+`"`, u(n))
+			}
+		}
+		if s.resolveFails > 0 {
+			line("probed_probe_errors_total", s.r.labels, `,reason="resolve"`, u(s.resolveFails))
+		}
+	}
+	header("probed_rtt_seconds", helpRTT, "histogram")
+	for i := range snaps {
+		s := &snaps[i]
+		if s.guard {
+			continue
+		}
+		var cum uint64
+		for b, n := range s.classic {
+			cum += n
+			line("probed_rtt_seconds_bucket", s.r.labels, leLabels[b], u(cum))
+		}
+		line("probed_rtt_seconds_bucket", s.r.labels, `,le="+Inf"`, u(s.count))
+		line("probed_rtt_seconds_sum", s.r.labels, "", f(s.sum))
+		line("probed_rtt_seconds_count", s.r.labels, "", u(s.count))
+	}
+	header("probed_jitter_seconds", helpJitter, "gauge")
+	for i := range snaps {
+		if s := &snaps[i]; !s.guard && s.haveJitter {
+			line("probed_jitter_seconds", s.r.labels, "", f(s.jitter))
+		}
+	}
+	header("probed_loss_ratio", helpLoss, "gauge")
+	for i := range snaps {
+		if s := &snaps[i]; !s.guard && s.haveRatio {
+			line("probed_loss_ratio", s.r.labels, "", f(s.ratio))
+		}
+	}
+	header("probed_target_up", helpUp, "gauge")
+	for i := range snaps {
+		if s := &snaps[i]; !s.guard && s.up >= 0 {
+			line("probed_target_up", s.r.labels, "", u(uint64(s.up)))
+		}
+	}
+	header("probed_segmentation_violation", helpViolation, "gauge")
+	for i := range snaps {
+		if s := &snaps[i]; s.guard {
+			line("probed_segmentation_violation", s.r.labels, "", u(b2u(s.violating)))
+		}
+	}
+	header("probed_segmentation_replies_total", helpGuard, "counter")
+	for i := range snaps {
+		if s := &snaps[i]; s.guard {
+			line("probed_segmentation_replies_total", s.r.labels, "", u(s.guardReplies))
+		}
+	}
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// leLabels are the rendered le="…" label of each classic bucket.
+var leLabels = func() []string {
+	out := make([]string, len(rttBucketsArr))
+	for i, b := range rttBucketsArr {
+		out[i] = `,le="` + strconv.FormatFloat(b, 'g', -1, 64) + `"`
+	}
+	return out
+}()
+
+func appendFloat(b []byte, v float64) []byte {
+	switch {
+	case math.IsInf(v, 1):
+		return append(b, "+Inf"...)
+	case math.IsInf(v, -1):
+		return append(b, "-Inf"...)
+	case math.IsNaN(v):
+		return append(b, "NaN"...)
+	}
+	return strconv.AppendFloat(b, v, 'g', -1, 64)
+}
+
+// protoFamilies builds the per-target families as protobuf messages,
+// including native-histogram buckets for servers that scrape them.
+func protoFamilies(snaps []snapshot) []*dto.MetricFamily {
+	fam := func(name, help string, t dto.MetricType) *dto.MetricFamily {
+		return &dto.MetricFamily{Name: proto.String(name), Help: proto.String(help), Type: t.Enum()}
+	}
+	sent := fam("probed_probes_sent_total", helpSent, dto.MetricType_COUNTER)
+	lost := fam("probed_probes_lost_total", helpLost, dto.MetricType_COUNTER)
+	errs := fam("probed_probe_errors_total", helpErrors, dto.MetricType_COUNTER)
+	rtt := fam("probed_rtt_seconds", helpRTT, dto.MetricType_HISTOGRAM)
+	jit := fam("probed_jitter_seconds", helpJitter, dto.MetricType_GAUGE)
+	loss := fam("probed_loss_ratio", helpLoss, dto.MetricType_GAUGE)
+	up := fam("probed_target_up", helpUp, dto.MetricType_GAUGE)
+	vio := fam("probed_segmentation_violation", helpViolation, dto.MetricType_GAUGE)
+	grd := fam("probed_segmentation_replies_total", helpGuard, dto.MetricType_COUNTER)
+	counter := func(pairs []*dto.LabelPair, v uint64) *dto.Metric {
+		return &dto.Metric{Label: pairs, Counter: &dto.Counter{Value: proto.Float64(float64(v))}}
+	}
+	gauge := func(pairs []*dto.LabelPair, v float64) *dto.Metric {
+		return &dto.Metric{Label: pairs, Gauge: &dto.Gauge{Value: proto.Float64(v)}}
+	}
+	var native [nativeBuckets]uint32
+	var zero uint64
+	for i := range snaps {
+		s := &snaps[i]
+		p := s.r.pairs
+		if s.guard {
+			vio.Metric = append(vio.Metric, gauge(p, float64(b2u(s.violating))))
+			grd.Metric = append(grd.Metric, counter(p, s.guardReplies))
+			continue
+		}
+		sent.Metric = append(sent.Metric, counter(p, s.sent))
+		lost.Metric = append(lost.Metric, counter(p, s.lost))
+		for reason, n := range s.errs {
+			if n > 0 {
+				lp := append(append([]*dto.LabelPair{}, p...), &dto.LabelPair{Name: proto.String("reason"), Value: proto.String(probe.Reason(reason).String())})
+				errs.Metric = append(errs.Metric, counter(lp, n))
+			}
+		}
+		if s.resolveFails > 0 {
+			lp := append(append([]*dto.LabelPair{}, p...), &dto.LabelPair{Name: proto.String("reason"), Value: proto.String("resolve")})
+			errs.Metric = append(errs.Metric, counter(lp, s.resolveFails))
+		}
+		s.r.mu.Lock()
+		native, zero = s.r.hist.native, s.r.hist.zero
+		s.r.mu.Unlock()
+		rtt.Metric = append(rtt.Metric, &dto.Metric{Label: p, Histogram: histogramProto(s, &native, zero)})
+		if s.haveJitter {
+			jit.Metric = append(jit.Metric, gauge(p, s.jitter))
+		}
+		if s.haveRatio {
+			loss.Metric = append(loss.Metric, gauge(p, s.ratio))
+		}
+		if s.up >= 0 {
+			up.Metric = append(up.Metric, gauge(p, float64(s.up)))
+		}
+	}
+	var out []*dto.MetricFamily
+	for _, f := range []*dto.MetricFamily{sent, lost, errs, rtt, jit, loss, up, vio, grd} {
+		if len(f.Metric) > 0 {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func histogramProto(s *snapshot, native *[nativeBuckets]uint32, zero uint64) *dto.Histogram {
+	h := &dto.Histogram{
+		SampleCount:   proto.Uint64(s.count),
+		SampleSum:     proto.Float64(s.sum),
+		Schema:        proto.Int32(nativeSchema),
+		ZeroThreshold: proto.Float64(nativeZeroThreshold),
+		ZeroCount:     proto.Uint64(zero),
+	}
+	var cum uint64
+	for b, n := range s.classic {
+		cum += n
+		h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: proto.Float64(rttBucketsArr[b]), CumulativeCount: proto.Uint64(cum)})
+	}
+	// Native buckets as spans of consecutive indexes with delta-encoded counts.
+	var prev int64
+	last := math.MinInt
+	for i, n := range native {
+		if n == 0 {
+			continue
+		}
+		idx := i + nativeMinIndex
+		if last == math.MinInt || idx != last+1 {
+			off := int32(idx)
+			if last != math.MinInt {
+				off = int32(idx - last - 1)
+			}
+			h.PositiveSpan = append(h.PositiveSpan, &dto.BucketSpan{Offset: proto.Int32(off), Length: proto.Uint32(0)})
+		}
+		sp := h.PositiveSpan[len(h.PositiveSpan)-1]
+		*sp.Length++
+		h.PositiveDelta = append(h.PositiveDelta, int64(n)-prev)
+		prev = int64(n)
+		last = idx
+	}
+	if len(h.PositiveSpan) == 0 && s.count == 0 {
+		// An empty native histogram still needs a span to be recognised
+		// as native by the server.
+		h.PositiveSpan = []*dto.BucketSpan{{Offset: proto.Int32(0), Length: proto.Uint32(0)}}
+	}
+	return h
+}
+
+// metricsHandler serves the registry's families plus the per-target ones,
+// in whichever format the scraper asks for.
+func metricsHandler(reg *prometheus.Registry, m *Metrics, log *zap.Logger) http.Handler {
+	sem := make(chan struct{}, 2)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case sem <- struct{}{}:
+			defer func() { <-sem }()
+		case <-r.Context().Done():
+			return
+		}
+		families, err := reg.Gather()
+		if err != nil {
+			log.Warn("gathering metrics", zap.Error(err))
+		}
+		format := expfmt.Negotiate(r.Header)
+		protoOut := format.FormatType() == expfmt.TypeProtoDelim
+		if !protoOut {
+			format = expfmt.NewFormat(expfmt.TypeTextPlain)
+		}
+		w.Header().Set("Content-Type", string(format))
+		var out io.Writer = w
+		if gzipAccepted(r) {
+			w.Header().Set("Content-Encoding", "gzip")
+			gz := gzipPool.Get().(*gzip.Writer)
+			gz.Reset(w)
+			defer func() { gz.Close(); gzipPool.Put(gz) }()
+			out = gz
+		}
+		bw := bufio.NewWriterSize(out, 256<<10)
+		defer bw.Flush()
+		pool, snaps := m.snapshots()
+		defer func() { *pool = snaps[:0]; snapPool.Put(pool) }()
+		enc := expfmt.NewEncoder(bw, format)
+		if protoOut {
+			families = append(families, protoFamilies(snaps)...)
+		}
+		for _, f := range families {
+			if err := enc.Encode(f); err != nil {
+				log.Debug("writing metrics", zap.Error(err))
+				return
+			}
+		}
+		if !protoOut {
+			writeText(bw, snaps)
+		}
+	})
+}
+
+var gzipPool = sync.Pool{New: func() any {
+	w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
+	return w
+}}
+
+func gzipAccepted(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
+		if strings.TrimSpace(strings.SplitN(part, ";", 2)[0]) == "gzip" {
+			return true
+		}
+	}
+	return false
+}
