@@ -234,7 +234,7 @@ func (s *Session) Error(reason string) {
 
 // ReflectorCollector exports a reflector's counters at scrape time.
 type ReflectorCollector struct {
-	site  string
+	site  func() string
 	stats func() stamp.ReflectorStats
 
 	packets  *prometheus.Desc
@@ -242,8 +242,8 @@ type ReflectorCollector struct {
 }
 
 // NewReflectorCollector exports stats (a Reflector's Stats method) under
-// the agent's site label.
-func NewReflectorCollector(site string, stats func() stamp.ReflectorStats) *ReflectorCollector {
+// the agent's site label (read at scrape time: a reload may change it).
+func NewReflectorCollector(site func() string, stats func() stamp.ReflectorStats) *ReflectorCollector {
 	return &ReflectorCollector{
 		site:  site,
 		stats: stats,
@@ -264,6 +264,7 @@ func (c *ReflectorCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *ReflectorCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.stats()
+	site := c.site()
 	for _, v := range []struct {
 		result string
 		n      uint64
@@ -271,7 +272,7 @@ func (c *ReflectorCollector) Collect(ch chan<- prometheus.Metric) {
 		{"reflected", st.Reflected}, {"not_allowed", st.NotAllowed}, {"rate_limited", st.RateLimited},
 		{"malformed", st.Malformed}, {"auth_failed", st.AuthFailed}, {"send_error", st.SendErrors},
 	} {
-		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v.n), c.site, v.result)
+		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v.n), site, v.result)
 	}
-	ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(st.Sessions), c.site)
+	ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(st.Sessions), site)
 }

@@ -88,7 +88,7 @@ func TestSessionSeries(t *testing.T) {
 
 func TestReflectorCollector(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(NewReflectorCollector("us-east", func() stamp.ReflectorStats {
+	reg.MustRegister(NewReflectorCollector(func() string { return "us-east" }, func() stamp.ReflectorStats {
 		return stamp.ReflectorStats{Reflected: 5, NotAllowed: 1000, Sessions: 2}
 	}))
 	expectLines(t, scrape(t, reg),
