@@ -98,12 +98,21 @@ type Prober struct {
 	wg      sync.WaitGroup
 }
 
-// New returns a Prober; sockets are opened on first use, in the network
-// namespace of the calling thread.
-func New() *Prober {
+// New returns a Prober with its raw ICMP sockets open, in the network
+// namespace of the calling thread. Without kernel IPv6 support only IPv4
+// targets can be searched.
+func New() (*Prober, error) {
 	var b [2]byte
 	_, _ = rand.Read(b[:])
-	return &Prober{id: binary.BigEndian.Uint16(b[:]), pending: map[pkey]chan answer{}, fd4: -1, fd6: -1}
+	p := &Prober{id: binary.BigEndian.Uint16(b[:]), pending: map[pkey]chan answer{}, fd4: -1, fd6: -1}
+	if _, err := p.socket(false); err != nil {
+		return nil, err
+	}
+	if _, err := p.socket(true); err != nil && !errors.Is(err, unix.EAFNOSUPPORT) {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
 }
 
 // Close closes the sockets.

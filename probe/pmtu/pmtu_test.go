@@ -32,7 +32,10 @@ func search(t *testing.T, c *tracetest.Chain, p *pmtu.Prober, fam string) pmtu.R
 // that drops big packets silently, and the two are told apart.
 func TestSearchKernelRouters(t *testing.T) {
 	c := tracetest.NewChain(t, 2)
-	p := pmtu.New()
+	var p *pmtu.Prober
+	if err := c.Src.Do(func() (err error) { p, err = pmtu.New(); return err }); err != nil {
+		t.Fatal(err)
+	}
 	defer p.Close()
 	cases := []struct {
 		name      string

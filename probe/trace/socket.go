@@ -82,23 +82,23 @@ func readLoop(f *os.File, handle func(b []byte, from netip.Addr, at time.Time)) 
 	}
 }
 
-// sourceFor returns the address the kernel would send from to reach dst: a
-// connected UDP socket resolves the route without sending anything. The
+// sourceFor returns the address the kernel would send from to reach dst:
+// connecting a UDP socket resolves the route without sending anything. The
 // UDP, TCP and ICMPv6 checksums cover it, so it must be known up front.
-func sourceFor(dst netip.Addr) (netip.Addr, error) {
-	family := unix.AF_INET
+func (t *Tracer) sourceFor(dst netip.Addr) (netip.Addr, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock() // one lookup at a time: the socket is shared
+	fd := t.route4
 	var sa unix.Sockaddr
 	if dst.Is4() {
 		sa = &unix.SockaddrInet4{Port: 33434, Addr: dst.As4()}
 	} else {
-		family = unix.AF_INET6
+		fd = t.route6
 		sa = &unix.SockaddrInet6{Port: 33434, Addr: dst.As16()}
 	}
-	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("finding source address for %s: %w", dst, err)
+	if fd < 0 {
+		return netip.Addr{}, fmt.Errorf("finding source address for %s: no socket for its address family", dst)
 	}
-	defer unix.Close(fd)
 	if err := unix.Connect(fd, sa); err != nil {
 		return netip.Addr{}, fmt.Errorf("finding route to %s: %w", dst, err)
 	}

@@ -131,6 +131,9 @@ type Tracer struct {
 	v6icmp *os.File // sends ICMPv6 echo, receives errors and replies
 	v6udp  int      // sends UDP probes over IPv6
 	v6tcp  *os.File // sends SYNs, receives SYN-ACK / RST (TCP method only)
+	// route4/route6 are UDP sockets connected to a target to learn the
+	// source address the kernel would pick (nothing is sent).
+	route4, route6 int
 	fds    map[*os.File]int
 	wg     sync.WaitGroup
 }
@@ -149,15 +152,31 @@ type result struct {
 }
 
 // New returns a Tracer sending at most pps packets per second over all its
-// traces (pps <= 0: unlimited).
-func New(pps int) *Tracer {
-	return &Tracer{
+// traces (pps <= 0: unlimited). It opens its raw sockets now, in the network
+// namespace of the calling thread (the TCP method's receive sockets, which
+// see every TCP segment, only on first use). IPv6 sockets are skipped where
+// the kernel has no IPv6; tracing an IPv6 target then fails.
+func New(pps int) (*Tracer, error) {
+	t := &Tracer{
 		lim:     NewLimiter(pps),
 		pending: map[key]*inflight{},
 		v4send:  -1,
 		v6udp:   -1,
+		route4:  -1,
+		route6:  -1,
 		fds:     map[*os.File]int{},
 	}
+	if err := t.ensure(false, ICMP); err != nil {
+		t.Close()
+		return nil, err
+	}
+	if err := t.ensure(true, UDP); err != nil {
+		if !errors.Is(err, unix.EAFNOSUPPORT) {
+			t.Close()
+			return nil, err
+		}
+	}
+	return t, nil
 }
 
 // SetPPS changes the packets-per-second budget.
@@ -179,7 +198,7 @@ func (t *Tracer) Close() error {
 			f.Close()
 		}
 	}
-	for _, fd := range []int{t.v4send, t.v6udp} {
+	for _, fd := range []int{t.v4send, t.v6udp, t.route4, t.route6} {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
@@ -224,7 +243,21 @@ func (t *Tracer) ensure(v6 bool, method string) error {
 		*fdp = fd
 		return nil
 	}
+	route := func(fdp *int, family int) error {
+		if *fdp >= 0 {
+			return nil
+		}
+		fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("opening route lookup socket: %w", err)
+		}
+		*fdp = fd
+		return nil
+	}
 	if !v6 {
+		if err := route(&t.route4, unix.AF_INET); err != nil {
+			return err
+		}
 		if err := send(&t.v4send, unix.AF_INET, unix.IPPROTO_RAW); err != nil {
 			return err
 		}
@@ -235,6 +268,9 @@ func (t *Tracer) ensure(v6 bool, method string) error {
 			return recv(&t.v4tcp, unix.AF_INET, unix.IPPROTO_TCP, t.handle4TCP)
 		}
 		return nil
+	}
+	if err := route(&t.route6, unix.AF_INET6); err != nil {
+		return err
 	}
 	if err := recv(&t.v6icmp, unix.AF_INET6, unix.IPPROTO_ICMPV6, t.handle6ICMP); err != nil {
 		return err
@@ -407,7 +443,7 @@ func (t *Tracer) Trace(ctx context.Context, tg Target) (*Path, error) {
 	}
 	src := tg.Src.Unmap()
 	if !src.IsValid() {
-		s, err := sourceFor(dst)
+		s, err := t.sourceFor(dst)
 		if err != nil {
 			return nil, fmt.Errorf("tracing %s: %w", dst, err)
 		}

@@ -40,7 +40,10 @@ func traceIn(t *testing.T, c *tracetest.Chain, tr *trace.Tracer, tg trace.Target
 // ending with the target.
 func TestTraceKernelRouters(t *testing.T) {
 	c := tracetest.NewChain(t, 3)
-	tr := trace.New(0)
+	var tr *trace.Tracer
+	if err := c.Src.Do(func() (err error) { tr, err = trace.New(0); return err }); err != nil {
+		t.Fatal(err)
+	}
 	defer tr.Close()
 	for _, fam := range []string{"ip4", "ip6"} {
 		for _, m := range []string{trace.ICMP, trace.UDP, trace.TCP} {

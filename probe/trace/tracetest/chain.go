@@ -80,6 +80,21 @@ func NewChain(t testing.TB, routers int) *Chain {
 			}
 		}
 	}
+	// IPv6 on a fresh link waits for the kernel's link watch (up to a
+	// second) before it sends neighbour solicitations; wait until both
+	// families carry a ping end to end so tests see a settled network.
+	for _, fam := range []string{"ip4", "ip6"} {
+		var out string
+		var err error
+		for i := 0; i < 20; i++ {
+			if out, err = c.Src.Run("ping", "-c", "1", "-W", "1", c.DstAddr(fam).String()); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("chain %s: no ping to %s: %v: %s", fam, c.DstAddr(fam), err, out)
+		}
+	}
 	return c
 }
 
