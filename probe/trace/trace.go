@@ -134,8 +134,8 @@ type Tracer struct {
 	// route4/route6 are UDP sockets connected to a target to learn the
 	// source address the kernel would pick (nothing is sent).
 	route4, route6 int
-	fds    map[*os.File]int
-	wg     sync.WaitGroup
+	fds            map[*os.File]int
+	wg             sync.WaitGroup
 }
 
 type inflight struct {
