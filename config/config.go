@@ -28,6 +28,7 @@ const (
 	DefaultSegment         = "default"
 
 	MinInterval = 10 * time.Millisecond
+	MinSize     = 16   // ICMP payload bytes: the probe token and serial need 16
 	MaxSize     = 9000 // ICMP payload bytes: a 9001-byte jumbo MTU minus headers is the most any path carries.
 )
 

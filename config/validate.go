@@ -124,8 +124,8 @@ func (v *validator) checkTiming(path string, interval, timeout time.Duration) {
 }
 
 func (v *validator) checkSize(path string, size int) {
-	if size < 0 || size > MaxSize {
-		v.at(path, "ICMP payload size must be between 0 and %d bytes, got %d", MaxSize, size)
+	if size < MinSize || size > MaxSize {
+		v.at(path, "ICMP payload size must be between %d and %d bytes, got %d", MinSize, MaxSize, size)
 	}
 }
 

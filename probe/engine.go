@@ -80,7 +80,7 @@ func New(log *zap.Logger, sink Sink) *Engine {
 		resolveC: make(chan struct{}, 1),
 		resolveI: config.DefaultResolveInterval,
 	}
-	e.icmp = newICMPProber(log, sink, e.monoNow)
+	e.icmp = newICMPProber(log, sink, e.base, e.monoNow)
 	e.tcp = newTCPProber(log, e.monoNow)
 	return e
 }

@@ -33,6 +33,7 @@ const (
 type icmpProber struct {
 	log     *zap.Logger
 	sink    Sink
+	base    time.Time // the engine's monotonic origin
 	monoNow func() int64
 	token   [8]byte
 
@@ -42,8 +43,8 @@ type icmpProber struct {
 	modes map[icmpsock.Mode]bool
 }
 
-func newICMPProber(log *zap.Logger, sink Sink, monoNow func() int64) *icmpProber {
-	p := &icmpProber{log: log, sink: sink, monoNow: monoNow, conns: map[icmpsock.Key]*icmpConn{}, modes: map[icmpsock.Mode]bool{}}
+func newICMPProber(log *zap.Logger, sink Sink, base time.Time, monoNow func() int64) *icmpProber {
+	p := &icmpProber{log: log, sink: sink, base: base, monoNow: monoNow, conns: map[icmpsock.Key]*icmpConn{}, modes: map[icmpsock.Mode]bool{}}
 	_, _ = rand.Read(p.token[:])
 	var b [2]byte
 	_, _ = rand.Read(b[:])
@@ -131,9 +132,9 @@ func (p *icmpProber) nextDeadline() int64 {
 func (p *icmpProber) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for k, c := range p.conns {
+	// Sockets close; in-flight probes get no verdict (a shutdown is not loss).
+	for _, c := range p.conns {
 		c.sock.Close()
-		delete(p.conns, k)
 	}
 }
 
@@ -216,7 +217,30 @@ func (c *icmpConn) send(t *target, a *resolved, now int64) {
 	}
 	c.serial++
 	serial := c.serial
-	b := c.buf[:echoHeader+size]
+	b := buildEcho(c, c.buf, seq, serial, size)
+	sl := &c.slots[seq]
+	sl.serial, sl.t, sl.state = serial, t, slotInFlight
+	// Taken inside SendTo just before the system call.
+	wall, at, err := c.sock.SendTo(b, a.sa)
+	sl.sentWall = wall
+	sl.sentMono = int64(at.Sub(c.p.base))
+	sl.deadline = sl.sentMono + t.timeout
+	t.rec.Sent()
+	if err != nil {
+		sl.state = slotLost
+		c.mu.Unlock()
+		c.p.log.Debug("ICMP send failed", zap.String("target", t.spec.Target), zap.Error(err))
+		t.rec.Failed(ReasonSendError)
+		return
+	}
+	c.deadlines.push(pending{deadline: sl.deadline, serial: serial, seq: seq})
+	c.mu.Unlock()
+}
+
+// buildEcho writes an echo request with the given sequence number and
+// serial into buf and returns it.
+func buildEcho(c *icmpConn, buf []byte, seq uint16, serial uint64, size int) []byte {
+	b := buf[:echoHeader+size]
 	if c.v6 {
 		b[0] = v6EchoRequest
 	} else {
@@ -235,24 +259,7 @@ func (c *icmpConn) send(t *target, a *resolved, now int64) {
 		// Raw IPv4: we checksum. ICMPv6 and ping sockets: the kernel does.
 		binary.BigEndian.PutUint16(b[2:], checksum(b))
 	}
-	sl := &c.slots[seq]
-	sl.serial, sl.t, sl.state = serial, t, slotInFlight
-	sl.deadline = now + t.timeout
-	// Taken inside SendTo just before the system call.
-	wall, _, err := c.sock.SendTo(b, a.sa)
-	sl.sentWall = wall
-	sl.sentMono = c.p.monoNow()
-	sl.deadline = sl.sentMono + t.timeout
-	t.rec.Sent()
-	if err != nil {
-		sl.state = slotLost
-		c.mu.Unlock()
-		c.p.log.Debug("ICMP send failed", zap.String("target", t.spec.Target), zap.Error(err))
-		t.rec.Failed(ReasonSendError)
-		return
-	}
-	c.deadlines.push(pending{deadline: sl.deadline, serial: serial, seq: seq})
-	c.mu.Unlock()
+	return b
 }
 
 // expire fails every probe whose deadline has passed without a reply.

@@ -96,3 +96,21 @@ func CleanStale() {
 		}
 	}
 }
+
+// OpenNetNS opens an existing namespace by name (for a re-executed test
+// process that must reach a namespace its parent made). It is not removed.
+func OpenNetNS(name string) (*NetNS, error) {
+	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open namespace %s: %w", name, err)
+	}
+	return &NetNS{Name: name, fd: fd}, nil
+}
+
+// Veth joins two namespaces with a veth pair and sets both ends up.
+func Veth(t testing.TB, a *NetNS, aIf string, b *NetNS, bIf string) {
+	t.Helper()
+	a.MustRun(t, "ip", "link", "add", aIf, "type", "veth", "peer", "name", bIf, "netns", b.Name)
+	a.MustRun(t, "ip", "link", "set", aIf, "up")
+	b.MustRun(t, "ip", "link", "set", bIf, "up")
+}

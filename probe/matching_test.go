@@ -1,0 +1,259 @@
+package probe
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/probed/probed/config"
+	"github.com/probed/probed/probe/icmpsock"
+)
+
+// countingSink records what the engine reports.
+type countingSink struct {
+	mu      sync.Mutex
+	ignored [NumIgnored]int
+	recs    []*countingRec
+}
+
+type countingRec struct {
+	mu      sync.Mutex
+	sent    int
+	rtts    []time.Duration
+	reasons []Reason
+}
+
+func (r *countingRec) Sent() { r.mu.Lock(); r.sent++; r.mu.Unlock() }
+func (r *countingRec) Succeeded(d time.Duration) {
+	r.mu.Lock()
+	r.rtts = append(r.rtts, d)
+	r.mu.Unlock()
+}
+func (r *countingRec) Failed(x Reason) { r.mu.Lock(); r.reasons = append(r.reasons, x); r.mu.Unlock() }
+
+func (s *countingSink) Add(*config.ProbeSpec) Recorder {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := &countingRec{}
+	s.recs = append(s.recs, r)
+	return r
+}
+func (s *countingSink) Remove(*config.ProbeSpec, Recorder) {}
+func (s *countingSink) Ignored(i Ignored)                   { s.mu.Lock(); s.ignored[i]++; s.mu.Unlock() }
+func (s *countingSink) SchedulerLag(time.Duration)          {}
+func (s *countingSink) SocketDrops(uint64)                  {}
+func (s *countingSink) ResolveFailed(*config.ProbeSpec)     {}
+
+// matchFixture is an icmpConn with one probe in flight, without a socket:
+// it exercises the matching code on hand-built packets.
+type matchFixture struct {
+	c      *icmpConn
+	sink   *countingSink
+	rec    *countingRec
+	t      *target
+	seq    uint16
+	serial uint64
+	now    int64
+}
+
+func newMatchFixture(t *testing.T) *matchFixture {
+	sink := &countingSink{}
+	f := &matchFixture{sink: sink}
+	p := newICMPProber(zap.NewNop(), sink, time.Now(), func() int64 { return f.now })
+	sock := &icmpsock.Socket{Key: icmpsock.Key{}, Mode: icmpsock.Raw, ID: 0x1234}
+	f.c = newICMPConn(p, sock)
+	f.rec = sink.Add(nil).(*countingRec)
+	f.t = &target{spec: config.ProbeSpec{Target: "10.0.0.9", Timeout: time.Second}, rec: f.rec, timeout: int64(time.Second)}
+	f.t.addr.Store(&resolved{ip: netip.MustParseAddr("10.0.0.9")})
+	return f
+}
+
+// inflight registers a probe as sent at mono time now, wall time wall.
+func (f *matchFixture) inflight(wall int64) {
+	f.c.seq++
+	f.c.serial++
+	f.seq, f.serial = f.c.seq, f.c.serial
+	sl := &f.c.slots[f.seq]
+	*sl = slot{serial: f.serial, t: f.t, sentWall: wall, sentMono: f.now, deadline: f.now + f.t.timeout, state: slotInFlight}
+	f.c.deadlines.push(pending{deadline: sl.deadline, serial: f.serial, seq: f.seq})
+}
+
+func (f *matchFixture) reply(id, seq uint16, token []byte, serial uint64, from string, kernel int64) {
+	b := make([]byte, 8+56)
+	b[0] = v4EchoReply
+	binary.BigEndian.PutUint16(b[4:], id)
+	binary.BigEndian.PutUint16(b[6:], seq)
+	copy(b[8:16], token)
+	binary.BigEndian.PutUint64(b[16:24], serial)
+	f.c.handle(&icmpsock.Packet{Data: b, From: netip.MustParseAddr(from), KernelTime: kernel})
+}
+
+func TestReplyMatching(t *testing.T) {
+	f := newMatchFixture(t)
+	tok := f.c.p.token[:]
+	const wall = int64(1_700_000_000_000_000_000)
+
+	f.inflight(wall)
+	f.now += int64(3 * time.Millisecond)
+	// Another pinger on the host: different identifier.
+	f.reply(0x9999, f.seq, tok, f.serial, "10.0.0.9", wall+1_000_000)
+	// Right identifier, wrong token (an earlier run of the agent, or a forgery).
+	f.reply(0x1234, f.seq, []byte("XXXXXXXX"), f.serial, "10.0.0.9", wall+1_000_000)
+	// Right everything but from the wrong host.
+	f.reply(0x1234, f.seq, tok, f.serial, "10.0.0.8", wall+1_000_000)
+	// The genuine reply: RTT from the kernel stamp, not from the clock now.
+	f.reply(0x1234, f.seq, tok, f.serial, "10.0.0.9", wall+1_500_000)
+	// Its duplicate.
+	f.reply(0x1234, f.seq, tok, f.serial, "10.0.0.9", wall+1_600_000)
+
+	if len(f.rec.rtts) != 1 || f.rec.rtts[0] != 1500*time.Microsecond {
+		t.Fatalf("rtts = %v, want [1.5ms]", f.rec.rtts)
+	}
+	want := map[Ignored]int{IgnoredForeign: 1, IgnoredForged: 2, IgnoredDuplicate: 1}
+	for i, n := range want {
+		if f.sink.ignored[i] != n {
+			t.Errorf("ignored %s = %d, want %d", i, f.sink.ignored[i], n)
+		}
+	}
+
+	// A probe that times out is lost once; its reply afterwards is late,
+	// not a success and not a second loss.
+	f.inflight(wall + int64(time.Second))
+	lateSeq, lateSerial := f.seq, f.serial
+	f.now += int64(time.Second) + 1
+	f.c.expire(f.now)
+	f.c.expire(f.now)
+	f.reply(0x1234, lateSeq, tok, lateSerial, "10.0.0.9", wall+int64(2100*time.Millisecond))
+	if len(f.rec.reasons) != 1 || f.rec.reasons[0] != ReasonTimeout {
+		t.Fatalf("reasons = %v, want one timeout", f.rec.reasons)
+	}
+	if f.sink.ignored[IgnoredLate] != 1 || len(f.rec.rtts) != 1 {
+		t.Fatalf("late = %d, rtts = %v", f.sink.ignored[IgnoredLate], f.rec.rtts)
+	}
+
+	// A reply stamped after the deadline but processed before the expiry
+	// ran is still lost: the verdict follows the kernel's arrival time.
+	f.inflight(wall + int64(5*time.Second))
+	f.now += int64(1500 * time.Millisecond)
+	f.reply(0x1234, f.seq, tok, f.serial, "10.0.0.9", wall+int64(5*time.Second)+int64(1200*time.Millisecond))
+	if len(f.rec.reasons) != 2 || f.sink.ignored[IgnoredLate] != 2 {
+		t.Fatalf("reply after deadline: reasons %v late %d", f.rec.reasons, f.sink.ignored[IgnoredLate])
+	}
+	f.c.expire(f.now + int64(time.Hour))
+	if len(f.rec.reasons) != 2 {
+		t.Fatalf("expiry counted a decided probe again: %v", f.rec.reasons)
+	}
+
+	// A reply whose sequence slot was reused by a newer probe is late.
+	oldSeq, oldSerial := f.seq, f.serial
+	f.c.seq = oldSeq - 1 // force reuse of the same sequence number
+	f.inflight(wall + int64(10*time.Second))
+	if f.seq != oldSeq {
+		t.Fatal("fixture did not reuse the slot")
+	}
+	f.reply(0x1234, oldSeq, tok, oldSerial, "10.0.0.9", wall+int64(10*time.Second))
+	if f.sink.ignored[IgnoredLate] != 3 {
+		t.Fatalf("reused slot: late = %d", f.sink.ignored[IgnoredLate])
+	}
+}
+
+// A wall-clock step between send and receive must not produce a negative
+// or inflated RTT: the monotonic difference is used instead.
+func TestClockStepFallsBackToMonotonic(t *testing.T) {
+	f := newMatchFixture(t)
+	const wall = int64(1_700_000_000_000_000_000)
+	f.inflight(wall)
+	f.now += int64(2 * time.Millisecond)
+	f.reply(0x1234, f.seq, f.c.p.token[:], f.serial, "10.0.0.9", wall-int64(time.Hour))
+	if len(f.rec.rtts) != 1 || f.rec.rtts[0] != 2*time.Millisecond {
+		t.Fatalf("rtts = %v, want the monotonic 2ms", f.rec.rtts)
+	}
+}
+
+func TestICMPErrorAttributed(t *testing.T) {
+	f := newMatchFixture(t)
+	f.inflight(1)
+	// Destination unreachable (host) quoting our request to 10.0.0.9.
+	b := make([]byte, 8+20+8)
+	b[0], b[1] = v4Unreach, 1
+	ip := b[8:]
+	ip[0] = 0x45
+	ip[9] = 1
+	copy(ip[16:20], []byte{10, 0, 0, 9})
+	q := ip[20:]
+	q[0] = v4EchoRequest
+	binary.BigEndian.PutUint16(q[4:], 0x1234)
+	binary.BigEndian.PutUint16(q[6:], f.seq)
+	f.c.handle(&icmpsock.Packet{Data: b, From: netip.MustParseAddr("192.0.2.1")})
+	if len(f.rec.reasons) != 1 || f.rec.reasons[0] != ReasonHostUnreachable {
+		t.Fatalf("reasons = %v", f.rec.reasons)
+	}
+	// The same error again matches nothing in flight.
+	f.c.handle(&icmpsock.Packet{Data: b, From: netip.MustParseAddr("192.0.2.1")})
+	if f.sink.ignored[IgnoredStrayError] != 1 {
+		t.Fatalf("stray errors = %d", f.sink.ignored[IgnoredStrayError])
+	}
+	// Time exceeded for a packet to another destination is stray too.
+	f.inflight(2)
+	b[0], b[1] = v4TimeExceeded, 0
+	binary.BigEndian.PutUint16(q[6:], f.seq)
+	copy(ip[16:20], []byte{10, 0, 0, 7})
+	f.c.handle(&icmpsock.Packet{Data: b, From: netip.MustParseAddr("192.0.2.1")})
+	if f.sink.ignored[IgnoredStrayError] != 2 || len(f.rec.reasons) != 1 {
+		t.Fatalf("stray = %d reasons = %v", f.sink.ignored[IgnoredStrayError], f.rec.reasons)
+	}
+}
+
+func TestReasonCodes(t *testing.T) {
+	if reasonV4(3, 4) != ReasonPacketTooBig || reasonV4(3, 13) != ReasonAdminProhibited || reasonV4(11, 0) != ReasonTTLExceeded {
+		t.Fatal("v4 reasons")
+	}
+	if reasonV6(2, 0) != ReasonPacketTooBig || reasonV6(1, 1) != ReasonAdminProhibited || reasonV6(1, 3) != ReasonHostUnreachable {
+		t.Fatal("v6 reasons")
+	}
+}
+
+// BenchmarkReplyPath measures the per-probe accounting: slot allocation,
+// packet build, reply matching and the recorder, without the system calls.
+func BenchmarkReplyPath(b *testing.B) {
+	sink := &nopSink{}
+	var now int64
+	p := newICMPProber(zap.NewNop(), sink, time.Now(), func() int64 { return now })
+	c := newICMPConn(p, &icmpsock.Socket{Mode: icmpsock.Raw, ID: 7})
+	t := &target{spec: config.ProbeSpec{Size: 56}, rec: nopRec{}, timeout: int64(time.Second)}
+	t.addr.Store(&resolved{ip: netip.MustParseAddr("10.0.0.9")})
+	reply := make([]byte, 8+56)
+	pk := &icmpsock.Packet{Data: reply, From: netip.MustParseAddr("10.0.0.9")}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		now += 1000
+		c.seq++
+		c.serial++
+		sl := &c.slots[c.seq]
+		*sl = slot{serial: c.serial, t: t, sentWall: now, sentMono: now, deadline: now + t.timeout, state: slotInFlight}
+		buildEcho(c, reply, c.seq, c.serial, t.spec.Size)
+		reply[0] = v4EchoReply
+		pk.KernelTime = now + 500
+		c.handle(pk)
+	}
+}
+
+type nopSink struct{}
+
+func (nopSink) Add(*config.ProbeSpec) Recorder     { return nopRec{} }
+func (nopSink) Remove(*config.ProbeSpec, Recorder) {}
+func (nopSink) Ignored(Ignored)                    {}
+func (nopSink) SchedulerLag(time.Duration)         {}
+func (nopSink) SocketDrops(uint64)                 {}
+func (nopSink) ResolveFailed(*config.ProbeSpec)    {}
+
+type nopRec struct{}
+
+func (nopRec) Sent()                   {}
+func (nopRec) Succeeded(time.Duration) {}
+func (nopRec) Failed(Reason)           {}
