@@ -167,7 +167,7 @@ type recorder struct {
 	m      *Metrics
 	spec   config.ProbeSpec
 	guard  bool
-	labels string            // `{source_site="…",…,port="…"` (no closing brace)
+	labels string           // `{source_site="…",…,port="…"` (no closing brace)
 	pairs  []*dto.LabelPair // the same, for protobuf
 
 	mu           sync.Mutex

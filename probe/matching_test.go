@@ -43,10 +43,10 @@ func (s *countingSink) Add(*config.ProbeSpec) Recorder {
 	return r
 }
 func (s *countingSink) Remove(*config.ProbeSpec, Recorder) {}
-func (s *countingSink) Ignored(i Ignored)                   { s.mu.Lock(); s.ignored[i]++; s.mu.Unlock() }
-func (s *countingSink) SchedulerLag(time.Duration)          {}
-func (s *countingSink) SocketDrops(uint64)                  {}
-func (s *countingSink) ResolveFailed(*config.ProbeSpec)     {}
+func (s *countingSink) Ignored(i Ignored)                  { s.mu.Lock(); s.ignored[i]++; s.mu.Unlock() }
+func (s *countingSink) SchedulerLag(time.Duration)         {}
+func (s *countingSink) SocketDrops(uint64)                 {}
+func (s *countingSink) ResolveFailed(*config.ProbeSpec)    {}
 
 // matchFixture is an icmpConn with one probe in flight, without a socket:
 // it exercises the matching code on hand-built packets.
