@@ -78,7 +78,11 @@ func createNetNS(name string) (*netns, error) {
 
 // remove deletes the namespace, then releases its lock.
 func (n *netns) remove() error {
+	if n.fd < 0 {
+		return nil // already removed
+	}
 	unix.Close(n.fd)
+	n.fd = -1
 	var err error
 	if out, e := exec.Command("ip", "netns", "del", n.name).CombinedOutput(); e != nil {
 		err = fmt.Errorf("ip netns del %s: %v: %s", n.name, e, strings.TrimSpace(string(out)))

@@ -47,7 +47,9 @@ type Addr struct {
 // LinkKey names one directed path: traffic from site From to an address of
 // site To that belongs to Path.
 type LinkKey struct {
-	From, To, Path string
+	From string `json:"from"`
+	To   string `json:"to"`
+	Path string `json:"path"`
 }
 
 func (k LinkKey) String() string { return fmt.Sprintf("%s->%s/%s", k.From, k.To, k.Path) }
