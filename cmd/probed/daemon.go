@@ -55,6 +55,7 @@ func newLogger(level, format string) (*zap.Logger, error) {
 	cfg.EncoderConfig.TimeKey = "ts"
 	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	cfg.Sampling = nil
+	cfg.DisableStacktrace = true // errors here are operational, not bugs
 	if format == "console" {
 		cfg.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
 	}
@@ -88,22 +89,18 @@ func runDaemon(ctx context.Context, f *daemonFlags) int {
 	a.metrics = exporter.NewMetrics(reg, log)
 	a.engine = probe.New(log, a.metrics)
 	a.agentM = exporter.NewAgentMetrics(reg, version, a.engine.Targets)
-	srv := exporter.NewServer(reg, log, func() error { return a.load(ctx, false) })
+	srv := exporter.NewServer(reg, a.metrics, log, func() error { return a.load(ctx, false) })
 	a.features = newFeatures(ctx, &deps{Logger: log, Registry: reg, Mux: srv.Mux, Site: f.site})
 
 	if err := a.load(ctx, true); err != nil {
-		var ce config.Errors
-		var e1 *config.Error
-		if errors.As(err, &ce) || errors.As(err, &e1) {
-			fmt.Fprintln(os.Stderr, err)
-			return exitConfig
-		}
+		// The first load fails only on the config (exit 2, like
+		// check-config) or on the privilege to open ICMP sockets.
 		if errors.Is(err, icmpsock.ErrPermission) {
 			fmt.Fprintf(os.Stderr, "probed: %v\n", err)
 			return 1
 		}
-		log.Error("starting failed", zap.Error(err))
-		return 1
+		fmt.Fprintln(os.Stderr, err)
+		return exitConfig
 	}
 	log.Info("probed started", zap.String("version", version), zap.String("site", a.plan.Site),
 		zap.String("config", f.configFile), zap.Int("probes", len(a.plan.Probes)), zap.String("icmp_sockets", a.engine.ICMPMode()))
