@@ -72,3 +72,25 @@ func TestTraceKernelRouters(t *testing.T) {
 		}
 	}
 }
+
+// A router that forwards but does not answer shows as a silent hop in the
+// middle of an otherwise complete path.
+func TestTraceSilentHop(t *testing.T) {
+	c := tracetest.NewChain(t, 3)
+	if err := c.Silence(2, true); err != nil {
+		t.Fatal(err)
+	}
+	var tr *trace.Tracer
+	if err := c.Src.Do(func() (err error) { tr, err = trace.New(0); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for _, fam := range []string{"ip4", "ip6"} {
+		p := traceIn(t, c, tr, trace.Target{Dst: c.DstAddr(fam), Method: trace.UDP, ProbesPerHop: 2, Timeout: 300 * time.Millisecond, MaxTTL: 10})
+		want := c.Hops(fam)
+		want[1] = netip.Addr{}
+		if got := addrs(p); !slices.Equal(got, want) || !p.Reached || p.Hops[1].Received != 0 || p.Hops[1].Loss() != 1 {
+			t.Errorf("%s: hops = %v (reached %v), want %v with hop 2 silent", fam, got, p.Reached, want)
+		}
+	}
+}

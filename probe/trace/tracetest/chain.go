@@ -152,23 +152,20 @@ func (c *Chain) SetBlackhole(k, mtu int) {
 }
 
 // Silence makes router j (1-based) stop answering expired probes while it
-// keeps forwarding: a tc filter drops the Time Exceeded it sends back.
+// keeps forwarding: a policy rule blackholes the ICMP it generates itself
+// (iif lo) towards the source. Forwarded replies of the target arrive on
+// another interface and pass. (This kernel has no flower/gact tc modules
+// and the image no nft, so a routing rule it is.)
 func (c *Chain) Silence(j int, on bool) error {
 	n := c.Nodes[j]
-	dev := c.ifname(j-1, false)
+	op := "add"
 	if !on {
-		_, _ = n.Run("tc", "qdisc", "del", "dev", dev, "clsact")
-		return nil
+		op = "del"
 	}
-	if out, err := n.Run("tc", "qdisc", "add", "dev", dev, "clsact"); err != nil {
-		return fmt.Errorf("tc qdisc add clsact: %v: %s", err, out)
-	}
-	for _, f := range [][]string{
-		{"protocol", "ip", "flower", "ip_proto", "icmp", "type", "11"},
-		{"protocol", "ipv6", "flower", "ip_proto", "icmpv6", "type", "3"},
+	for _, args := range [][]string{
+		{"ip", "rule", op, "iif", "lo", "ipproto", "icmp", "to", c.SrcAddr("ip4").String(), "blackhole"},
+		{"ip", "-6", "rule", op, "iif", "lo", "ipproto", "ipv6-icmp", "to", c.SrcAddr("ip6").String(), "blackhole"},
 	} {
-		args := append([]string{"tc", "filter", "add", "dev", dev, "egress"}, f...)
-		args = append(args, "action", "drop")
 		if out, err := n.Run(args...); err != nil {
 			return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
 		}
