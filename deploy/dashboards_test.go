@@ -13,24 +13,6 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 )
 
-// contractMetrics is the metric list of the shared contract, used only
-// while docs/metrics.md does not exist yet.
-var contractMetrics = []string{
-	"probed_probes_sent_total", "probed_probes_lost_total", "probed_probe_errors_total", "probed_rtt_seconds",
-	"probed_jitter_seconds", "probed_loss_ratio", "probed_target_up", "probed_segmentation_violation",
-	"probed_build_info", "probed_config_last_reload_successful", "probed_config_last_reload_success_timestamp_seconds",
-	"probed_targets", "probed_icmp_ignored_replies_total", "probed_scheduler_lag_seconds", "probed_socket_receive_drops_total",
-	"probed_dx_connection_up", "probed_dx_connection_macsec_up", "probed_dx_vif_up", "probed_dx_vif_info", "probed_dx_bgp_peer_up",
-	"probed_dx_connection_bits_per_second", "probed_dx_vif_bits_per_second", "probed_dx_connection_packets_per_second",
-	"probed_dx_vif_packets_per_second", "probed_dx_connection_light_level_dbm", "probed_dx_connection_errors",
-	"probed_nsm_probe_info", "probed_nsm_rtt_seconds", "probed_nsm_packet_loss_ratio", "probed_nsm_health_indicator",
-	"probed_aws_api_requests_total", "probed_aws_last_success_timestamp_seconds", "probed_aws_up",
-	"probed_path_hops", "probed_path_changes_total", "probed_path_hop_rtt_seconds", "probed_path_info",
-	"probed_path_mtu_bytes", "probed_path_mtu_blackhole",
-	"probed_stamp_rtt_seconds", "probed_stamp_lost_total", "probed_stamp_sent_total",
-	"probed_stamp_one_way_delay_variation_seconds", "probed_stamp_one_way_delay_seconds", "probed_stamp_dscp_remarked",
-}
-
 // prometheusBuiltins are series Prometheus itself makes.
 var prometheusBuiltins = []string{"up", "ALERTS", "ALERTS_FOR_STATE"}
 
@@ -40,12 +22,13 @@ var prometheusBuiltins = []string{"up", "ALERTS", "ALERTS_FOR_STATE"}
 func knownMetrics(t testing.TB) map[string]bool {
 	t.Helper()
 	known := map[string]bool{}
-	exported := exportedMetrics(t)
-	for _, m := range exported {
-		known[m] = true
+	for name, typ := range exportedMetrics(t) {
+		known[name] = true
 		// Histograms and summaries are queried through their parts.
-		for _, s := range []string{"_bucket", "_sum", "_count"} {
-			known[m+s] = true
+		if typ == "histogram" || typ == "summary" {
+			for _, s := range []string{"_bucket", "_sum", "_count"} {
+				known[name+s] = true
+			}
 		}
 	}
 	for _, m := range recordedNames(t) {
@@ -57,27 +40,23 @@ func knownMetrics(t testing.TB) map[string]bool {
 	return known
 }
 
-// exportedMetrics reads the metric names from the first column of the tables
-// in docs/metrics.md (| `probed_rtt_seconds` | histogram | ... |).
-func exportedMetrics(t testing.TB) []string {
+// exportedMetrics reads metric names and types from the tables of
+// docs/metrics.md (| `probed_rtt_seconds` | histogram | ... |).
+func exportedMetrics(t testing.TB) map[string]string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(repoRoot, "docs/metrics.md"))
-	if os.IsNotExist(err) {
-		t.Logf("docs/metrics.md does not exist yet: checking against the contract's metric list")
-		return contractMetrics
-	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("reading the metric reference: %v", err)
 	}
-	row := regexp.MustCompile("^\\|\\s*`([a-zA-Z_:][a-zA-Z0-9_:]*)`")
-	var names []string
+	row := regexp.MustCompile("^\\|\\s*`([a-zA-Z_:][a-zA-Z0-9_:]*)`\\s*\\|\\s*(counter|gauge|histogram|summary|info|untyped)\\s*\\|")
+	names := map[string]string{}
 	for _, line := range strings.Split(string(b), "\n") {
 		if m := row.FindStringSubmatch(line); m != nil {
-			names = append(names, m[1])
+			names[m[1]] = m[2]
 		}
 	}
 	if len(names) < 20 {
-		t.Fatalf("docs/metrics.md: found only %d metric names in its tables (| `name` | type | ... |)", len(names))
+		t.Fatalf("docs/metrics.md: found only %d metrics in its tables (| `name` | type | ... |)", len(names))
 	}
 	return names
 }
