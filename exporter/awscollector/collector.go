@@ -24,10 +24,10 @@ type Source interface {
 type Collector struct {
 	src atomic.Pointer[Source]
 
-	connUp, connState, macsecUp                             *prometheus.Desc
-	vifUp, vifInfo, bgpUp, bgpStatus                        *prometheus.Desc
-	connBps, vifBps, connPps, vifPps, light, errs           *prometheus.Desc
-	nsmInfo, nsmRTT, nsmLoss, nsmHealth                     *prometheus.Desc
+	connUp, connState, macsecUp                            *prometheus.Desc
+	vifUp, vifInfo, bgpUp, bgpStatus                       *prometheus.Desc
+	connBps, vifBps, connPps, vifPps, light, errs          *prometheus.Desc
+	nsmInfo, nsmRTT, nsmLoss, nsmHealth                    *prometheus.Desc
 	requests, lastSuccess, up, regionUp, regionLastSuccess *prometheus.Desc
 }
 

@@ -49,7 +49,7 @@ func snapshot() *awsstate.Snapshot {
 			{Kind: awsstate.NSMRTT, Resource: "probe-1", Monitor: "m", Value: 0.0215, Time: t0},
 			{Kind: awsstate.NSMPacketLoss, Resource: "probe-1", Monitor: "m", Value: 0.02, Time: t0},
 		},
-		Sources: []awsstate.Source{{Name: "directconnect", Up: false, LastSuccess: t0.Add(-time.Minute)}, {Name: "cloudwatch", Up: true, LastSuccess: t0}},
+		Sources:  []awsstate.Source{{Name: "directconnect", Up: false, LastSuccess: t0.Add(-time.Minute)}, {Name: "cloudwatch", Up: true, LastSuccess: t0}},
 		Requests: []awsstate.RequestCount{{Service: "directconnect", Operation: "DescribeConnections", Outcome: "throttled", Count: 3}},
 	}
 }
