@@ -503,3 +503,40 @@ func TestDiscoveryTargets(t *testing.T) {
 		t.Fatalf("new site: %+v", got)
 	}
 }
+
+func TestAccountsAssumeTheirRoles(t *testing.T) {
+	f := setup(t, "us-east", "  poll_all: false\n  nsm: false\n  cloudwatch: false\n  accounts:\n"+
+		"    - name: network\n      role_arn: arn:aws:iam::222233334444:role/probed-read\n"+
+		"    - role_arn: arn:aws:iam::555566667777:role/probed-read\n      external_id: x-123\n")
+	f.srv.DenyRole("arn:aws:iam::555566667777:role/probed-read")
+	f.poller.PollOnce(context.Background())
+	s := f.poller.Snapshot()
+	keys := f.srv.AccessKeys(awstest.DirectConnect)
+	if len(keys) != 1 || keys[0] != awstest.AssumedKey("arn:aws:iam::222233334444:role/probed-read") {
+		t.Fatalf("Direct Connect was called with keys %v, want only the assumed role's", keys)
+	}
+	var ok, denied bool
+	for _, r := range s.Regions {
+		switch r.Account {
+		case "network":
+			ok = r.Up
+		case "555566667777": // unnamed accounts are named by their number
+			denied = !r.Up && strings.Contains(r.LastError, "AccessDenied")
+		}
+	}
+	if !ok || !denied {
+		t.Fatalf("regions %+v", s.Regions)
+	}
+	if len(s.Connections) != 1 {
+		t.Fatalf("the denied account hid the other's data: %+v", s.Connections)
+	}
+	found := false
+	for _, r := range s.Requests {
+		if r.Service == "sts" && r.Operation == "AssumeRole" && r.Outcome == OutcomeSuccess {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("AssumeRole not counted: %+v", s.Requests)
+	}
+}

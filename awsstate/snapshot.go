@@ -9,6 +9,8 @@
 package awsstate
 
 import (
+	"fmt"
+	"slices"
 	"sort"
 	"time"
 )
@@ -125,7 +127,27 @@ type RequestCount struct {
 	Count                       uint64
 }
 
+// dedupe drops repeats of a resource seen through two accounts or regions
+// (a duplicate series would fail the whole scrape).
+func dedupe(s *Snapshot) {
+	seen := map[string]bool{}
+	first := func(k string) bool {
+		if seen[k] {
+			return false
+		}
+		seen[k] = true
+		return true
+	}
+	s.Connections = slices.DeleteFunc(s.Connections, func(c Connection) bool { return !first("c|" + c.ID) })
+	s.VIFs = slices.DeleteFunc(s.VIFs, func(v VIF) bool { return !first("v|" + v.ID) })
+	s.Probes = slices.DeleteFunc(s.Probes, func(p NSMProbe) bool { return !first("p|" + p.Monitor + "|" + p.ID) })
+	s.Metrics = slices.DeleteFunc(s.Metrics, func(d Datapoint) bool {
+		return !first(fmt.Sprintf("m|%d|%s|%s|%s|%s", d.Kind, d.Monitor, d.Resource, d.Direction, d.Lane))
+	})
+}
+
 func sortSnapshot(s *Snapshot) {
+	dedupe(s)
 	sort.Slice(s.Connections, func(i, j int) bool { return s.Connections[i].ID < s.Connections[j].ID })
 	sort.Slice(s.VIFs, func(i, j int) bool { return s.VIFs[i].ID < s.VIFs[j].ID })
 	sort.Slice(s.Probes, func(i, j int) bool {

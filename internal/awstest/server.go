@@ -78,6 +78,9 @@ type Server struct {
 	metrics  map[string]float64
 	nodata   map[string]bool
 
+	deniedRoles map[string]bool
+	keys        map[string]map[string]bool // service → access key IDs seen
+
 	srv *http.Server
 	ln  net.Listener
 }
@@ -106,6 +109,7 @@ func New(fx *Fixture, opts ...Option) *Server {
 		fx: fx.clone(), now: time.Now, pages: true,
 		faults: map[string]*faultState{}, requests: map[string]int{}, regions: map[string]int{},
 		lag: 2 * time.Minute, metrics: map[string]float64{}, nodata: map[string]bool{},
+		deniedRoles: map[string]bool{}, keys: map[string]map[string]bool{},
 	}
 	for _, o := range opts {
 		o(s)
@@ -339,6 +343,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.service, c.op = DirectConnect, strings.TrimPrefix(target, "OvertureService.")
 	case strings.HasPrefix(r.URL.Path, "/service/GraniteServiceVersion20100801/operation/"):
 		c.service, c.op = CloudWatch, strings.TrimPrefix(r.URL.Path, "/service/GraniteServiceVersion20100801/operation/")
+	case r.Method == http.MethodPost && strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded"):
+		c.service, c.op = STS, "AssumeRole"
 	default:
 		c.service, c.op = NSM, nsmOperation(r)
 	}
@@ -363,6 +369,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.account = s.fx.Account
 
 	s.mu.Lock()
+	if s.keys[c.service] == nil {
+		s.keys[c.service] = map[string]bool{}
+	}
+	s.keys[c.service][m[1]] = true
 	s.requests[c.service+"/"+c.op]++
 	s.regions[c.service+"/"+c.op+"/"+c.region]++
 	var fault Fault
@@ -385,6 +395,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.directConnect(c)
 	case CloudWatch:
 		s.cloudWatch(c)
+	case STS:
+		s.sts(c)
 	default:
 		s.networkMonitor(c)
 	}
@@ -443,6 +455,8 @@ func (s *Server) injectFault(c *call, f Fault) {
 // fail writes an error the way the call's protocol encodes it.
 func (s *Server) fail(c *call, status int, errType, msg, queryError string) {
 	switch c.service {
+	case STS:
+		s.stsFail(c, status, strings.TrimPrefix(errType, "com.amazon.coral.availability#"), msg)
 	case CloudWatch:
 		if queryError != "" {
 			c.w.Header().Set("X-Amzn-Query-Error", queryError)
