@@ -136,6 +136,15 @@ func Start(ctx context.Context, topo Topology) (_ *Lab, err error) {
 			return nil, fmt.Errorf("building site %s: %w", s.spec.Name, err)
 		}
 	}
+	// Each site has two real-time packet threads, and a Go thread needs a
+	// P to run. With the default GOMAXPROCS (the CPU count) a woken packet
+	// thread often waits for a P held by an ordinary thread that the kernel
+	// has preempted, and packets leave milliseconds late on a loaded
+	// machine. Spare Ps cost nothing while idle, so make sure there is one
+	// per packet thread. Process-wide, but only ever raised.
+	if want := 2*len(l.sites) + 2; runtime.GOMAXPROCS(0) < want {
+		runtime.GOMAXPROCS(want)
+	}
 	for _, s := range l.sites {
 		rng := rand.New(rand.NewPCG(seed, uint64(s.idx)))
 		l.wg.Add(1)

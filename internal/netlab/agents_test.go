@@ -1,0 +1,211 @@
+package netlab
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// pathRTT is the configured round trip of a target: the one-way delay of
+// the path there plus the one back.
+func pathRTT(t testing.TB, lab *Lab, from, to, path string) time.Duration {
+	fwd, err := lab.Path(from, to, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := lab.Path(to, from, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return RTT(fwd, rev)
+}
+
+// TestAgentsMeasureTheMesh runs seven probed agents, one per site of the
+// reference topology with asymmetric fibre delays, and checks that what
+// they report is what the lab did: RTT per pair over ICMP and TCP, IPv4
+// and IPv6, sitelink and mpls; a path set down and restored.
+func TestAgentsMeasureTheMesh(t *testing.T) {
+	topo := DefaultTopology()
+	// Asymmetric: the lower-numbered site's direction gets 125% of the
+	// fibre delay, the way back 75%; the round trip stays the fibre one.
+	idx := map[string]int{}
+	for i, s := range topo.Sites {
+		idx[s.Name] = i
+	}
+	for k, p := range topo.Links {
+		if idx[k.From] < idx[k.To] {
+			p.Delay = p.Delay * 5 / 4
+		} else {
+			p.Delay = p.Delay * 3 / 4
+		}
+		topo.Links[k] = p
+	}
+	lab := StartT(t, topo)
+	const (
+		interval  = 100 * time.Millisecond
+		timeout   = 500 * time.Millisecond // above the longest RTT (sydney-frankfurt mpls, 272 ms)
+		downAfter = 3
+	)
+	mesh := writeMesh(t, lab, interval, timeout, downAfter, func(s *Site) []meshTarget {
+		sl4, _ := s.Addr(PathSiteLink, false)
+		mp4, _ := s.Addr(PathMPLS, false)
+		sl6, _ := s.Addr(PathSiteLink, true)
+		return []meshTarget{
+			{sl4.String(), PathSiteLink, "prod", true},
+			{mp4.String(), PathMPLS, "prod", false},
+			{sl6.String(), PathSiteLink, "prod", true},
+		}
+	})
+	agents := startAgents(t, lab, mesh)
+	const series = 7 * 6 * 5 // agents × peers × (3 ICMP + 2 TCP)
+	waitAgents(t, agents, 60*time.Second, "every series answered 5 times", func(ss []sample) bool {
+		n := 0
+		for _, v := range values(ss, "probed_rtt_seconds_count") {
+			if v >= 5 {
+				n++
+			}
+		}
+		return n == series
+	})
+
+	t.Run("RTT of every pair, path, family and protocol", func(t *testing.T) {
+		s1 := scrapeAll(t, agents)
+		samples := rttSamples(t, agents, 10*time.Second, interval)
+		s2 := scrapeAll(t, agents)
+		cnt1, cnt2 := values(s1, "probed_rtt_seconds_count"), values(s2, "probed_rtt_seconds_count")
+		sum1, sum2 := values(s1, "probed_rtt_seconds_sum"), values(s2, "probed_rtt_seconds_sum")
+		lost1, lost2 := values(s1, "probed_probes_lost_total"), values(s2, "probed_probes_lost_total")
+		var keys []seriesKey
+		for k := range cnt2 {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i]) < fmt.Sprint(keys[j]) })
+		if len(keys) != series {
+			t.Fatalf("%d RTT series, want %d", len(keys), series)
+		}
+		var table strings.Builder
+		fmt.Fprintf(&table, "%-13s %-13s %-10s %-8s %-5s %9s %9s %8s %9s %4s %5s %4s\n", "from", "to", "target", "path", "proto", "cfg ms", "p50 ms", "diff µs", "mean ms", "n", "sent", "lost")
+		var worst time.Duration
+		var worstKey seriesKey
+		measured := map[seriesKey]float64{}
+		var diffs []float64
+		for _, k := range keys {
+			n := cnt2[k] - cnt1[k]
+			if len(samples[k]) < 20 {
+				t.Errorf("%v: only %d single-probe samples in 10 s", k, len(samples[k]))
+				continue
+			}
+			med := median(samples[k])
+			measured[k] = med
+			cfg := pathRTT(t, lab, k.src, k.dstSite, k.path)
+			diff := time.Duration((med - cfg.Seconds()) * 1e9)
+			diffs = append(diffs, diff.Seconds())
+			fmt.Fprintf(&table, "%-13s %-13s %-10s %-8s %-5s %9.3f %9.3f %8d %9.3f %4d %5.0f %4.0f\n", k.src, k.dstSite, k.target, k.path, k.protocol,
+				cfg.Seconds()*1000, med*1000, diff.Microseconds(), (sum2[k]-sum1[k])/n*1000, len(samples[k]), n, lost2[k]-lost1[k])
+			if diff.Abs() > worst.Abs() {
+				worst, worstKey = diff, k
+			}
+			if diff.Abs() > 300*time.Microsecond {
+				t.Errorf("%v: median %s ms, configured %s ms: off by %v (> 0.3 ms)", k, ms(med), ms(cfg.Seconds()), diff)
+			}
+			if l := lost2[k] - lost1[k]; l != 0 {
+				t.Errorf("%v: %v probes lost on a lossless path", k, l)
+			}
+		}
+		t.Logf("configured vs measured RTT (median of single-probe samples over 10 s; mean over all probes):\n%s", table.String())
+		t.Logf("worst pair: %v off by %v; median of all diffs %v; emulator scheduling error so far: %+v",
+			worstKey, worst, time.Duration(median(diffs)*1e9), lab.DelayError())
+		// sitelink and mpls of one peer report their own latencies.
+		for k, v := range measured {
+			if k.path != PathMPLS {
+				continue
+			}
+			for k2, v2 := range measured {
+				if k2.src == k.src && k2.dstSite == k.dstSite && k2.path == PathSiteLink && k2.protocol == "icmp" && !strings.Contains(k2.target, ":") {
+					want := pathRTT(t, lab, k.src, k.dstSite, PathMPLS) - pathRTT(t, lab, k.src, k.dstSite, PathSiteLink)
+					got := time.Duration((v - v2) * 1e9)
+					if want < 2*time.Millisecond || (got-want).Abs() > 500*time.Microsecond {
+						t.Errorf("%s -> %s: mpls - sitelink measured %v, configured %v", k.src, k.dstSite, got, want)
+					}
+				}
+			}
+		}
+	})
+
+	t.Run("a path set down: only its targets go down, and come back", func(t *testing.T) {
+		const from, to = "us-east", "us-west"
+		// The link goes down both ways; a one-way failure would take the
+		// other agent's probes too, since their replies use it.
+		affected := func(k seriesKey) bool {
+			return k.path == PathSiteLink && (k.src == from && k.dstSite == to || k.src == to && k.dstSite == from)
+		}
+		setDown := func(down bool) {
+			for _, d := range [][2]string{{from, to}, {to, from}} {
+				if err := lab.UpdatePath(d[0], d[1], PathSiteLink, func(p *PathParams) { p.Down = down }); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		probe := seriesKey{from, to, "10.77.3.1", PathSiteLink, "icmp"}
+		before := scrapeAll(t, agents)
+		lostBefore := values(before, "probed_probes_lost_total")
+		down := time.Now()
+		setDown(true)
+		var wentDown time.Duration
+		waitAgents(t, agents, 10*time.Second, "target_up 0 on the downed path", func(ss []sample) bool {
+			up := values(ss, "probed_target_up")
+			for k, v := range up {
+				if !affected(k) && v != 1 {
+					t.Errorf("%v went down with an unrelated path", k)
+				}
+			}
+			if up[probe] == 0 {
+				wentDown = time.Since(down)
+				return true
+			}
+			return false
+		})
+		// Leave it down a little so every affected series is down.
+		time.Sleep(timeout + 2*interval)
+		mid := scrapeAll(t, agents)
+		for k, v := range values(mid, "probed_target_up") {
+			if affected(k) && v != 0 {
+				t.Errorf("%v still up while its path is down", k)
+			}
+		}
+		restored := time.Now()
+		setDown(false)
+		var cameBack time.Duration
+		waitAgents(t, agents, 10*time.Second, "target_up 1 again", func(ss []sample) bool {
+			if values(ss, "probed_target_up")[probe] == 1 {
+				cameBack = time.Since(restored)
+				return true
+			}
+			return false
+		})
+		after := scrapeAll(t, agents)
+		for k, v := range values(after, "probed_probes_lost_total") {
+			if !affected(k) && v != lostBefore[k] {
+				t.Errorf("%v lost %v probes while another path was down", k, v-lostBefore[k])
+			}
+		}
+		// The verdict on a probe comes at its timeout: the first probe into
+		// the dead path leaves within one interval, the down_after-th one
+		// (down_after-1) intervals later, and is declared lost a timeout
+		// after that; one more interval of slack as the issue asks.
+		// 150 ms more for our polling: one round scrapes seven agents.
+		downBound := time.Duration(downAfter+1)*interval + timeout + 150*time.Millisecond
+		// Back: the next probe leaves within an interval and its reply
+		// takes one RTT (54 ms), inside two intervals; plus the polling.
+		upBound := 2*interval + 150*time.Millisecond
+		t.Logf("down: target_up 0 after %v (bound %v); restored: 1 after %v (bound %v)", wentDown, downBound, cameBack, upBound)
+		if wentDown > downBound {
+			t.Errorf("target_up took %v to drop, want <= %v", wentDown, downBound)
+		}
+		if cameBack > upBound {
+			t.Errorf("target_up took %v to recover, want <= %v", cameBack, upBound)
+		}
+	})
+}
