@@ -164,7 +164,11 @@ func (p *Prober) socket(v6 bool) (int, error) {
 		unix.Close(fd)
 		return -1, fmt.Errorf("setting don't-fragment on the path MTU socket: %w", err)
 	}
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
+	// Root may go past net.core.rmem_max: a discovery burst must not
+	// overflow the queue and turn answered hops into silent ones.
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	}
 	f := os.NewFile(uintptr(fd), "pmtu-icmp")
 	if v6 {
 		p.v6, p.fd6 = f, fd

@@ -33,7 +33,11 @@ func rawSocket(family, proto int, recv bool) (*os.File, int, error) {
 		}
 		return nil, fd, nil
 	}
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
+	// Root may go past net.core.rmem_max: a discovery burst must not
+	// overflow the queue and turn answered hops into silent ones.
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	}
 	return os.NewFile(uintptr(fd), fmt.Sprintf("raw-%d-%d", family, proto)), fd, nil
 }
 

@@ -41,10 +41,11 @@ const (
 	DefaultUDPPort      = 33434
 	DefaultTCPPort      = 443
 	// window is how many TTLs may be outstanding at once: TTL t+window is
-	// sent only once TTL t has been answered or timed out, so a trace to a
-	// near target stops soon after the target answers instead of sending
-	// every TTL up to MaxTTL.
-	window = 8
+	// sent only once TTL t has been answered or timed out, so a trace
+	// stops at most window-1 TTLs past the target instead of sending
+	// every TTL up to MaxTTL, while a 15-hop path still takes only about
+	// four round trips.
+	window = 4
 	// probeSize is the transport part of a UDP or ICMP probe in bytes.
 	probeSize = 32
 )

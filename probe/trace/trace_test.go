@@ -65,7 +65,7 @@ func TestTraceKernelRouters(t *testing.T) {
 					}
 				}
 				// The window stops sending soon after the target answers.
-				if p.Sent > 3*len(want)+3*8 {
+				if p.Sent > 3*len(want)+3*3 {
 					t.Errorf("sent %d probes for a %d-hop path", p.Sent, len(want))
 				}
 			})
