@@ -149,7 +149,9 @@ func (f *awsFeature) watchDiscovery(ctx context.Context) {
 		f.mu.Unlock()
 		if changed && fn != nil {
 			f.log.Info("SiteLink discovery changed the target list", zap.Int("discovered", len(specs)))
-			fn()
+			// Not inline: the re-plan calls Apply, which may stop this
+			// very goroutine and wait for it.
+			go fn()
 		}
 	}
 }
