@@ -108,6 +108,8 @@ func TestAWSFeatureStartsAndStopsWithTheSection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	changed := make(chan struct{}, 10)
+	f.(*awsFeature).SetOnChange(func() { changed <- struct{}{} })
 	if err := f.Apply(ctx, cfg, plan); err != nil {
 		t.Fatal(err)
 	}
@@ -119,6 +121,13 @@ func TestAWSFeatureStartsAndStopsWithTheSection(t *testing.T) {
 				len(f.(discoverer).Discovered()))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// The daemon is told to re-plan once discovery has found targets
+	// (the watcher looks every 5 s).
+	select {
+	case <-changed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("discovery found targets but the re-plan hook was not called")
 	}
 	cfg.AWS = nil
 	if err := f.Apply(ctx, cfg, plan); err != nil {
