@@ -121,8 +121,8 @@ func (p *icmpProber) nextDeadline() int64 {
 	var min int64
 	for _, c := range p.conns {
 		c.mu.Lock()
-		if len(c.deadlines) > 0 && (min == 0 || c.deadlines[0].deadline < min) {
-			min = c.deadlines[0].deadline
+		if len(c.deadlines) > 0 && (min == 0 || c.deadlines[0].deadline+expiryGrace < min) {
+			min = c.deadlines[0].deadline + expiryGrace
 		}
 		c.mu.Unlock()
 	}
@@ -265,7 +265,7 @@ func buildEcho(c *icmpConn, buf []byte, seq uint16, serial uint64, size int) []b
 // expire fails every probe whose deadline has passed without a reply.
 func (c *icmpConn) expire(now int64) {
 	c.mu.Lock()
-	for len(c.deadlines) > 0 && c.deadlines[0].deadline <= now {
+	for len(c.deadlines) > 0 && c.deadlines[0].deadline+expiryGrace <= now {
 		d := c.deadlines.pop()
 		sl := &c.slots[d.seq]
 		if sl.serial == d.serial && sl.state == slotInFlight {
@@ -276,9 +276,14 @@ func (c *icmpConn) expire(now int64) {
 	c.mu.Unlock()
 }
 
+// readLoop handles replies. Their RTT comes from kernel timestamps, so
+// handling them up to coalesce later costs no accuracy; waiting lets replies
+// accumulate into one recvmmsg batch instead of one wake-up per packet.
+// expire keeps probes in flight for the same margin past their deadline, so
+// a reply that arrived in time is never counted lost for being read late.
 func (c *icmpConn) readLoop() {
 	for {
-		drops, err := c.sock.ReadBatch(c.handleFn)
+		n, drops, err := c.sock.ReadBatch(c.handleFn)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -291,8 +296,18 @@ func (c *icmpConn) readLoop() {
 			c.p.sink.SocketDrops(uint64(drops - c.drops))
 			c.drops = drops
 		}
+		if n < icmpsock.BatchSize {
+			time.Sleep(coalesce)
+		}
 	}
 }
+
+// coalesce is how long the reader lets replies accumulate; expiryGrace is
+// the margin expire adds to deadlines to cover it.
+const (
+	coalesce    = time.Millisecond
+	expiryGrace = int64(5 * time.Millisecond)
+)
 
 // handle decides what one received ICMP message is.
 func (c *icmpConn) handle(pk *icmpsock.Packet) {

@@ -86,7 +86,8 @@ func TestLoopbackICMPAndTCP(t *testing.T) {
 			continue
 		}
 		r := recs[i]
-		if r.sent < 40 || len(r.rtts) != r.sent || len(r.reasons) != 0 {
+		// A TCP probe still connecting at shutdown gets no verdict.
+		if r.sent < 40 || len(r.rtts) < r.sent-1 || len(r.reasons) != 0 {
 			t.Errorf("%s: sent %d answered %d failed %v", name, r.sent, len(r.rtts), r.reasons)
 			continue
 		}
@@ -96,7 +97,7 @@ func TestLoopbackICMPAndTCP(t *testing.T) {
 		t.Logf("%s: %d probes, median RTT %v", name, r.sent, median(r.rtts))
 	}
 	r := recs[3]
-	if r.sent < 40 || len(r.rtts) != 0 || len(r.reasons) != r.sent {
+	if r.sent < 40 || len(r.rtts) != 0 || len(r.reasons) < r.sent-1 {
 		t.Fatalf("closed port: sent %d answered %d failed %d", r.sent, len(r.rtts), len(r.reasons))
 	}
 	for _, x := range r.reasons {
@@ -163,11 +164,11 @@ func namespaceChild(t *testing.T, peerName string) {
 	)
 	for i, name := range []string{"icmp v4", "icmp v6", "tcp open"} {
 		r := recs[i]
-		if r.sent < 50 || len(r.rtts) != r.sent {
+		if r.sent < 50 || len(r.rtts) < r.sent-1 || len(r.reasons) != 0 {
 			t.Errorf("%s: sent %d answered %d failed %v", name, r.sent, len(r.rtts), r.reasons)
 		}
 	}
-	if r := recs[3]; r.sent < 50 || len(r.reasons) != r.sent || r.reasons[0] != ReasonRefused {
+	if r := recs[3]; r.sent < 50 || len(r.reasons) < r.sent-1 || r.reasons[0] != ReasonRefused {
 		t.Errorf("closed port: sent %d failed %d (%v...)", r.sent, len(r.reasons), r.reasons[:min(1, len(r.reasons))])
 	}
 	r := recs[4]

@@ -124,7 +124,7 @@ func TestReplyMatching(t *testing.T) {
 	// not a success and not a second loss.
 	f.inflight(wall + int64(time.Second))
 	lateSeq, lateSerial := f.seq, f.serial
-	f.now += int64(time.Second) + 1
+	f.now += int64(time.Second) + expiryGrace
 	f.c.expire(f.now)
 	f.c.expire(f.now)
 	f.reply(0x1234, lateSeq, tok, lateSerial, "10.0.0.9", wall+int64(2100*time.Millisecond))

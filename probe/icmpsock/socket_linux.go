@@ -104,7 +104,7 @@ type Packet struct {
 }
 
 const (
-	batch      = 32
+	batch      = 64
 	maxPacket  = 9216 + 60
 	oobSize    = 128
 	rcvBufSize = 8 << 20
@@ -357,15 +357,16 @@ func (s *Socket) recvmmsg(fd uintptr) bool {
 	return true
 }
 
-// ReadBatch blocks until packets arrive and calls h for each. It returns the
-// kernel's cumulative receive-buffer drop count.
-func (s *Socket) ReadBatch(h func(*Packet)) (drops uint32, err error) {
+// ReadBatch blocks until packets arrive and calls h for each. It returns how
+// many messages were read (full means more may be waiting) and the kernel's
+// cumulative receive-buffer drop count.
+func (s *Socket) ReadBatch(h func(*Packet)) (n int, drops uint32, err error) {
 	s.nread, s.rerr = 0, nil
 	if err := s.rc.Read(s.readFn); err != nil {
-		return s.drops, err
+		return 0, s.drops, err
 	}
 	if s.rerr != nil {
-		return s.drops, s.rerr
+		return 0, s.drops, s.rerr
 	}
 	for i := 0; i < s.nread; i++ {
 		p := &s.pkts[i]
@@ -374,8 +375,11 @@ func (s *Socket) ReadBatch(h func(*Packet)) (drops uint32, err error) {
 		}
 		h(p)
 	}
-	return s.drops, nil
+	return s.nread, s.drops, nil
 }
+
+// BatchSize is the most messages one ReadBatch returns.
+const BatchSize = batch
 
 // decode fills p from message i; false if the message is unusable.
 func (s *Socket) decode(i int, p *Packet) bool {
