@@ -104,7 +104,9 @@ type Prober struct {
 func New() (*Prober, error) {
 	var b [2]byte
 	_, _ = rand.Read(b[:])
-	p := &Prober{id: binary.BigEndian.Uint16(b[:]), pending: map[pkey]chan answer{}, fd4: -1, fd6: -1}
+	// Identifiers 0xc000-0xffff are the path features' (trace uses the
+	// same range), so the echo prober can tell their replies apart.
+	p := &Prober{id: 0xc000 | binary.BigEndian.Uint16(b[:]), pending: map[pkey]chan answer{}, fd4: -1, fd6: -1}
 	if _, err := p.socket(false); err != nil {
 		return nil, err
 	}
