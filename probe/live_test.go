@@ -126,6 +126,15 @@ func TestNamespaceProbes(t *testing.T) {
 	peer.MustRun(t, "ip", "-6", "addr", "add", "fd00:200::2/64", "dev", "eth0", "nodad")
 	silent.MustRun(t, "ip", "addr", "add", "10.201.0.2/24", "dev", "eth0")
 	silent.MustRun(t, "sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=1")
+	// The peer routes 10.203.0.0/24 nowhere: it answers host unreachable,
+	// which must be attributed to our probe.
+	agent.MustRun(t, "ip", "route", "add", "10.203.0.0/24", "via", "10.200.0.2")
+	peer.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	peer.MustRun(t, "ip", "route", "add", "unreachable", "10.203.0.0/24")
+	// Routers rate-limit these errors (a burst of 5, then 1/s per
+	// destination: net.ipv4.route.error_cost, not settable per namespace),
+	// so later probes time out instead.
+	peer.MustRun(t, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0")
 
 	cmd := exec.Command("ip", "netns", "exec", agent.Name, os.Args[0], "-test.run=^TestNamespaceProbes$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), "PROBED_TEST_PEER_NS="+peer.Name)
@@ -161,6 +170,7 @@ func namespaceChild(t *testing.T, peerName string) {
 		spec("10.200.0.2", config.ProtoTCP, 8443),
 		spec("10.200.0.2", config.ProtoTCP, 8444),
 		spec("10.201.0.2", config.ProtoICMP, 0),
+		spec("10.203.0.9", config.ProtoICMP, 0),
 	)
 	for i, name := range []string{"icmp v4", "icmp v6", "tcp open"} {
 		r := recs[i]
@@ -179,5 +189,22 @@ func namespaceChild(t *testing.T, peerName string) {
 		if x != ReasonTimeout {
 			t.Fatalf("silent peer reason %v, want timeout", x)
 		}
+	}
+	r = recs[5]
+	if r.sent < 50 || len(r.rtts) != 0 || len(r.reasons) != r.sent {
+		t.Fatalf("unreachable net: sent %d answered %d failed %d", r.sent, len(r.rtts), len(r.reasons))
+	}
+	unreach := 0
+	for _, x := range r.reasons {
+		switch x {
+		case ReasonHostUnreachable:
+			unreach++
+		case ReasonTimeout:
+		default:
+			t.Fatalf("unreachable net: reason %v (all: %v)", x, r.reasons)
+		}
+	}
+	if unreach < 5 {
+		t.Fatalf("unreachable net: only %d probes attributed host_unreachable: %v", unreach, r.reasons)
 	}
 }
