@@ -88,6 +88,15 @@ type agent struct {
 	site *Site
 	url  string
 	log  string
+	done chan struct{} // closed when the process exited
+}
+
+func logTail(file string) string {
+	b, _ := os.ReadFile(file)
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
 }
 
 // startAgents starts one probed per site, listening on the site's first
@@ -113,19 +122,16 @@ func startAgents(t testing.TB, lab *Lab, mesh string) map[string]*agent {
 			cancel()
 			t.Fatalf("starting probed in %s: %v", s.Name(), err)
 		}
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); lf.Close(); close(done) }()
 		t.Cleanup(func() {
 			cancel()
-			_ = cmd.Wait()
-			lf.Close()
+			<-done
 			if t.Failed() {
-				b, _ := os.ReadFile(logFile)
-				if len(b) > 4000 {
-					b = b[len(b)-4000:]
-				}
-				t.Logf("probed log of %s (tail):\n%s", s.Name(), b)
+				t.Logf("probed log of %s (tail):\n%s", s.Name(), logTail(logFile))
 			}
 		})
-		agents[s.Name()] = &agent{site: s, url: "http://" + listen + "/metrics", log: logFile}
+		agents[s.Name()] = &agent{site: s, url: "http://" + listen + "/metrics", log: logFile, done: done}
 	}
 	return agents
 }
@@ -260,7 +266,12 @@ func waitAgents(t testing.TB, agents map[string]*agent, timeout time.Duration, w
 	for time.Now().Before(deadline) {
 		var all []sample
 		ok := true
-		for _, a := range agents {
+		for name, a := range agents {
+			select {
+			case <-a.done:
+				t.Fatalf("the %s agent exited:\n%s", name, logTail(a.log))
+			default:
+			}
 			ss, err := a.scrape()
 			if err != nil {
 				lastErr, ok = err, false
@@ -282,53 +293,72 @@ func ms(d float64) string { return strconv.FormatFloat(d*1000, 'f', 3, 64) }
 func absf(x float64) float64 { return math.Abs(x) }
 
 // rttSamples recovers individual RTTs from probed's histogram: scraping
-// every agent about once per probe interval, a series whose _count grew by
-// exactly one since the previous scrape contributes one exact sample, the
-// growth of its _sum. That gives true medians (the histogram's buckets are
-// far too coarse for a 0.3 ms check) from a random subset of the probes.
-func rttSamples(t testing.TB, agents map[string]*agent, dur, period time.Duration) map[seriesKey][]float64 {
+// each agent (one goroutine per agent) twice per probe interval, a series
+// whose _count grew by exactly one since the previous scrape contributes
+// one exact sample, the growth of its _sum. That gives true medians (the
+// histogram's buckets are far too coarse for a 0.3 ms check) from a random
+// subset of the probes.
+func rttSamples(t testing.TB, agents map[string]*agent, dur, interval time.Duration) map[seriesKey][]float64 {
 	t.Helper()
 	type sc struct{ sum, count float64 }
-	prev := map[seriesKey]sc{}
+	var mu sync.Mutex
 	out := map[seriesKey][]float64{}
-	deadline := time.Now().Add(dur)
-	for next := time.Now(); time.Now().Before(deadline); next = next.Add(period) {
-		time.Sleep(time.Until(next))
-		for name, a := range agents {
-			resp, err := a.site.HTTPClient().Get(a.url)
-			if err != nil {
-				t.Fatalf("scraping the %s agent: %v", name, err)
+	errc := make(chan error, len(agents))
+	var wg sync.WaitGroup
+	for name, a := range agents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			prev := map[seriesKey]sc{}
+			client := a.site.HTTPClient()
+			deadline := time.Now().Add(dur)
+			for next := time.Now(); time.Now().Before(deadline); next = next.Add(interval / 2) {
+				time.Sleep(time.Until(next))
+				resp, err := client.Get(a.url)
+				if err != nil {
+					errc <- fmt.Errorf("scraping the %s agent: %w", name, err)
+					return
+				}
+				cur := map[seriesKey]sc{}
+				s := bufio.NewScanner(resp.Body)
+				s.Buffer(make([]byte, 1<<20), 1<<20)
+				for s.Scan() {
+					line := s.Text()
+					isSum := strings.HasPrefix(line, "probed_rtt_seconds_sum{")
+					if !isSum && !strings.HasPrefix(line, "probed_rtt_seconds_count{") {
+						continue
+					}
+					ss, err := parseText(strings.NewReader(line))
+					if err != nil || len(ss) != 1 {
+						errc <- fmt.Errorf("parsing %q: %v", line, err)
+						resp.Body.Close()
+						return
+					}
+					k := keyOf(ss[0])
+					v := cur[k]
+					if isSum {
+						v.sum = ss[0].value
+					} else {
+						v.count = ss[0].value
+					}
+					cur[k] = v
+				}
+				resp.Body.Close()
+				mu.Lock()
+				for k, v := range cur {
+					if p, ok := prev[k]; ok && v.count-p.count == 1 {
+						out[k] = append(out[k], v.sum-p.sum)
+					}
+					prev[k] = v
+				}
+				mu.Unlock()
 			}
-			cur := map[seriesKey]sc{}
-			s := bufio.NewScanner(resp.Body)
-			s.Buffer(make([]byte, 1<<20), 1<<20)
-			for s.Scan() {
-				line := s.Text()
-				isSum := strings.HasPrefix(line, "probed_rtt_seconds_sum{")
-				if !isSum && !strings.HasPrefix(line, "probed_rtt_seconds_count{") {
-					continue
-				}
-				ss, err := parseText(strings.NewReader(line))
-				if err != nil || len(ss) != 1 {
-					t.Fatalf("parsing %q: %v", line, err)
-				}
-				k := keyOf(ss[0])
-				v := cur[k]
-				if isSum {
-					v.sum = ss[0].value
-				} else {
-					v.count = ss[0].value
-				}
-				cur[k] = v
-			}
-			resp.Body.Close()
-			for k, v := range cur {
-				if p, ok := prev[k]; ok && v.count-p.count == 1 {
-					out[k] = append(out[k], v.sum-p.sum)
-				}
-				prev[k] = v
-			}
-		}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
