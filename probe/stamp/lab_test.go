@@ -268,7 +268,9 @@ func TestLabAsymmetricDelay(t *testing.T) {
 		fwdDelay = 20 * time.Millisecond
 		n1, n2   = 150, 150
 	)
-	near := func(got, want time.Duration) bool { return got > want-time.Millisecond && got < want+6*time.Millisecond }
+	near := func(got, want time.Duration) bool {
+		return got > want-time.Millisecond && got < want+6*time.Millisecond
+	}
 	for _, tc := range []struct {
 		name   string
 		synced bool
