@@ -83,6 +83,9 @@ func New(ctx context.Context, opts Options) (*Poller, error) {
 	p := &Poller{opts: opts, cfg: opts.Config, log: opts.Logger, now: opts.Now,
 		mapper: newMapper(opts.Config, opts.Sites, opts.Site), counts: newRequestCounter(),
 		regions: map[regionKey]*regionState{}, running: map[regionKey]bool{}}
+	if len(p.baseRegions(nil)) == 0 && len(p.cfg.Accounts) == 0 && !p.needsGateways() {
+		return nil, fmt.Errorf("no AWS region to poll for site %q: set the site's region in the mesh file or list aws.regions", opts.Site)
+	}
 	home := p.homeRegion()
 	base, err := awsconfig.LoadDefaultConfig(ctx, append([]func(*awsconfig.LoadOptions) error{
 		awsconfig.WithRegion(home)}, opts.LoadOptions...)...)

@@ -173,6 +173,17 @@ func (a *AWSConfig) validate(v *validator, path string, c *Config) {
 		}
 	}
 
+	anyRegion := len(a.Regions) > 0
+	for _, s := range c.Sites {
+		anyRegion = anyRegion || s.Region != ""
+	}
+	for _, acc := range a.Accounts {
+		anyRegion = anyRegion || len(acc.Regions) > 0
+	}
+	if !anyRegion {
+		v.at(path, "no AWS region to poll: give the sites their region (sites[].region, e.g. us-east-1) or list aws.regions")
+	}
+
 	names := map[string]bool{}
 	for i, acc := range a.Accounts {
 		ap := path + ".accounts[" + strconv.Itoa(i) + "]"

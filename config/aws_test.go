@@ -84,3 +84,11 @@ func TestAWSErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestAWSNeedsARegion(t *testing.T) {
+	mesh := "sites:\n  - name: a\n    targets:\n      - address: 127.0.0.1\naws:\n  poll_all: true\n"
+	_, err := Parse([]byte(mesh), "mesh.yaml")
+	if err == nil || !strings.Contains(err.Error(), "mesh.yaml:6:3: aws: no AWS region to poll") {
+		t.Fatalf("got %v", err)
+	}
+}
