@@ -91,6 +91,11 @@ func runDaemon(ctx context.Context, f *daemonFlags) int {
 	a.agentM = exporter.NewAgentMetrics(reg, version, a.engine.Targets)
 	srv := exporter.NewServer(reg, a.metrics, log, func() error { return a.load(ctx, false) })
 	a.features = newFeatures(ctx, &deps{Logger: log, Registry: reg, Mux: srv.Mux, Site: f.site})
+	for _, ft := range a.features {
+		if n, ok := ft.(changeNotifier); ok {
+			n.SetOnChange(func() { a.replan(ctx) })
+		}
+	}
 
 	if err := a.load(ctx, true); err != nil {
 		// The first load fails only on the config (exit 2, like
@@ -132,6 +137,22 @@ func runDaemon(ctx context.Context, f *daemonFlags) int {
 	return 0
 }
 
+// replan applies the current config again, picking up targets a feature
+// discovered since (AWS SiteLink discovery).
+func (a *agent) replan(ctx context.Context) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cfg == nil {
+		return
+	}
+	plan, err := a.cfg.Plan(a.flags.site)
+	if err != nil {
+		return
+	}
+	a.apply(ctx, a.cfg, plan)
+	a.log.Info("plan updated with discovered targets", zap.Int("probes", len(plan.Probes)))
+}
+
 // load reads the config and applies it. On failure the running config stays
 // as it is and probed_config_last_reload_successful drops to 0.
 func (a *agent) load(ctx context.Context, first bool) error {
@@ -152,28 +173,35 @@ func (a *agent) load(ctx context.Context, first bool) error {
 	if err != nil {
 		return fail(err)
 	}
-	for _, f := range a.features {
-		if d, ok := f.(discoverer); ok {
-			plan.Probes = append(plan.Probes, d.Discovered()...)
-		}
+	if err := a.apply(ctx, cfg, plan); err != nil && first && errors.Is(err, icmpsock.ErrPermission) {
+		return err
 	}
-	a.metrics.SetPlan(plan)
-	if err := a.engine.Update(plan); err != nil {
-		if first && errors.Is(err, icmpsock.ErrPermission) {
-			return err
-		}
-		a.log.Error("some targets cannot be probed", zap.Error(err))
-	}
-	for _, f := range a.features {
-		if err := f.Apply(ctx, cfg, plan); err != nil {
-			a.log.Error("applying config to a feature failed", zap.Error(err))
-		}
-	}
-	a.cfg, a.plan = cfg, plan
 	a.agentM.ReloadOK.Set(1)
 	a.agentM.ReloadTime.SetToCurrentTime()
 	if !first {
 		a.log.Info("config reloaded", zap.String("file", a.flags.configFile), zap.Int("probes", len(plan.Probes)))
 	}
 	return nil
+}
+
+// apply runs a plan: discovered targets are added, the engine and every
+// feature get it. Called with a.mu held.
+func (a *agent) apply(ctx context.Context, cfg *config.Config, plan *config.Plan) error {
+	for _, f := range a.features {
+		if d, ok := f.(discoverer); ok {
+			plan.Probes = append(plan.Probes, d.Discovered()...)
+		}
+	}
+	a.metrics.SetPlan(plan)
+	err := a.engine.Update(plan)
+	if err != nil {
+		a.log.Error("some targets cannot be probed", zap.Error(err))
+	}
+	for _, f := range a.features {
+		if ferr := f.Apply(ctx, cfg, plan); ferr != nil {
+			a.log.Error("applying config to a feature failed", zap.Error(ferr))
+		}
+	}
+	a.cfg, a.plan = cfg, plan
+	return err
 }

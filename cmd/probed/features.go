@@ -32,6 +32,12 @@ type discoverer interface {
 	Discovered() []config.ProbeSpec
 }
 
+// changeNotifier is a discoverer that says when its targets changed, so the
+// daemon re-plans without waiting for a reload.
+type changeNotifier interface {
+	SetOnChange(func())
+}
+
 // newFeatures builds every optional feature; constructors return nil for a
 // feature that is not compiled in or not wanted.
 func newFeatures(ctx context.Context, d *deps) []feature {
