@@ -55,14 +55,24 @@ func (h *rttHistogram) observe(d time.Duration) {
 	h.native[nativeIndex(v)-nativeMinIndex]++
 }
 
-// nativeIndex is the bucket whose upper bound 2^(i/8) is the first ≥ v.
-func nativeIndex(v float64) int {
-	i := int(math.Ceil(math.Log2(v) * (1 << nativeSchema)))
-	// Log2 rounding can land one off at exact bounds; fix it exactly.
-	if math.Exp2(float64(i-1)/(1<<nativeSchema)) >= v {
-		i--
-	} else if math.Exp2(float64(i)/(1<<nativeSchema)) < v {
-		i++
+// nativeBounds are the schema-3 bucket bounds within one power of two,
+// as fractions in [0.5, 1): 2^(k/8 - 1) for k = 0..7.
+var nativeBounds = func() [1 << nativeSchema]float64 {
+	var b [1 << nativeSchema]float64
+	for k := range b {
+		b[k] = math.Exp2(float64(k)/(1<<nativeSchema) - 1)
 	}
+	return b
+}()
+
+// nativeIndex is the bucket whose upper bound 2^(i/8) is the first ≥ v
+// (the same bucketing as client_golang: frexp, then a search of the bounds).
+func nativeIndex(v float64) int {
+	frac, exp := math.Frexp(v)
+	k := 0
+	for k < len(nativeBounds) && nativeBounds[k] < frac {
+		k++
+	}
+	i := k + (exp-1)*len(nativeBounds)
 	return max(nativeMinIndex, min(nativeMaxIndex, i))
 }
