@@ -35,7 +35,7 @@ func (c *clock) Add(d time.Duration) {
 // env isolates the SDK from the machine: no shared files, no IMDS, test
 // credentials, and the emulator as the endpoint of every service through
 // the standard AWS_ENDPOINT_URL variable.
-func env(t *testing.T, url string) {
+func env(t testing.TB, url string) {
 	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
@@ -53,7 +53,7 @@ func env(t *testing.T, url string) {
 }
 
 // mesh is the example mesh with an aws: section appended.
-func mesh(t *testing.T, aws string) *config.Config {
+func mesh(t testing.TB, aws string) *config.Config {
 	t.Helper()
 	base, err := os.ReadFile("../configs/example-mesh.yaml")
 	if err != nil {
@@ -86,6 +86,10 @@ type fixture struct {
 }
 
 func setup(t *testing.T, site, awsYAML string, srvOpts ...awstest.Option) *fixture {
+	return setupB(t, site, awsYAML, srvOpts...)
+}
+
+func setupB(t testing.TB, site, awsYAML string, srvOpts ...awstest.Option) *fixture {
 	t.Helper()
 	ck := &clock{t: time.Date(2026, 6, 1, 12, 0, 30, 0, time.UTC)}
 	srv := awstest.New(nil, append([]awstest.Option{awstest.WithClock(ck.Now)}, srvOpts...)...)
