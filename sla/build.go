@@ -124,6 +124,10 @@ func Build(ctx context.Context, c *Client, o Options) (*Report, error) {
 			StepSeconds: o.Step.Seconds(), Definition: Definition,
 		},
 	}
+	for path := range o.SLA.AWSPathSet() {
+		b.rep.AWSPaths = append(b.rep.AWSPaths, path)
+	}
+	sort.Strings(b.rep.AWSPaths)
 	for d := o.From; d.Before(o.To); d = d.Add(24 * time.Hour) {
 		b.days = append(b.days, d)
 	}

@@ -122,9 +122,9 @@ func TestMonthReport(t *testing.T) {
 
 	t.Run("minutes and availability", func(t *testing.T) {
 		for _, c := range []struct {
-			p                                            *Pair
+			p                                         *Pair
 			good, bad, noData, unreach, loss, latency int
-			status                                       string
+			status                                    string
 		}{
 			// 120 minutes of 190ms against a 100ms objective.
 			{sl, 44520, 120, 0, 0, 0, 120, "met"},
@@ -230,4 +230,6 @@ func TestMonthReport(t *testing.T) {
 			t.Errorf("better: %s, %s", c.Days[0].Better, c.Days[30].Better)
 		}
 	})
+
+	t.Run("render", func(t *testing.T) { checkRenders(t, r) })
 }

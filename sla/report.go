@@ -19,7 +19,9 @@ type Report struct {
 	Definition  string    `json:"definition"`
 	// AWSState is true when AWS-state metrics (probed_dx_*) were found, so
 	// breach windows could be checked against them.
-	AWSState    bool          `json:"aws_state"`
+	AWSState bool `json:"aws_state"`
+	// AWSPaths are the paths whose breach windows were checked against AWS state.
+	AWSPaths    []string      `json:"aws_paths"`
 	Pairs       []*Pair       `json:"pairs"`
 	Comparisons []*Comparison `json:"path_comparisons"`
 	Notes       []string      `json:"notes"`
