@@ -99,12 +99,12 @@ func (f *pathFeature) Apply(_ context.Context, cfg *config.Config, plan *config.
 		}
 		k := s.Key()
 		if s.Trace {
-			want["trace|"+k] = fmt.Sprint(s.Target, s.Family, s.Source, s.TOS, s.Timeout, cfg.Trace.Interval, cfg.Trace.Method,
+			want["trace|"+k] = fmt.Sprint(s.Target, s.Family, s.Source, s.Interface, s.TOS, s.Timeout, cfg.Trace.Interval, cfg.Trace.Method,
 				cfg.Trace.Port, cfg.Trace.MaxTTL, cfg.Trace.ProbesPerHop)
 			traced[k] = true
 		}
 		if s.MTU {
-			want["mtu|"+k] = fmt.Sprint(s.Target, s.Family, s.Source, s.TOS, s.Timeout, cfg.MTU.Interval, *cfg.MTU.Retries)
+			want["mtu|"+k] = fmt.Sprint(s.Target, s.Family, s.Source, s.Interface, s.TOS, s.Timeout, cfg.MTU.Interval, *cfg.MTU.Retries)
 			mtud[k] = true
 		}
 		specs[k] = s
@@ -270,7 +270,7 @@ func (f *pathFeature) traceLoop(ctx context.Context, s config.ProbeSpec, tc conf
 			fl.fail("path discovery failed", err, fields)
 			return
 		}
-		p, err := tr.Trace(ctx, trace.Target{Dst: dst, Src: sourceOf(&s), Method: tc.Method, Port: tc.Port, Flow: flowOf(&s),
+		p, err := tr.Trace(ctx, trace.Target{Dst: dst, Src: sourceOf(&s), Interface: s.Interface, Method: tc.Method, Port: tc.Port, Flow: flowOf(&s),
 			MaxTTL: tc.MaxTTL, ProbesPerHop: tc.ProbesPerHop, Timeout: s.Timeout, TOS: s.TOS})
 		if err != nil {
 			if ctx.Err() == nil {
@@ -304,7 +304,7 @@ func (f *pathFeature) mtuLoop(ctx context.Context, s config.ProbeSpec, mc config
 			fl.fail("path MTU search failed", err, fields)
 			return
 		}
-		r, err := pr.Search(ctx, pmtu.Target{Dst: dst, Src: sourceOf(&s), Timeout: s.Timeout, Retries: *mc.Retries, TOS: s.TOS})
+		r, err := pr.Search(ctx, pmtu.Target{Dst: dst, Src: sourceOf(&s), Interface: s.Interface, Timeout: s.Timeout, Retries: *mc.Retries, TOS: s.TOS})
 		if err != nil {
 			if ctx.Err() == nil {
 				fl.fail("path MTU search failed", err, fields)

@@ -7,12 +7,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// oob4 sets the source address (IP_PKTINFO) and TOS of an IPv4 probe.
-func oob4(tg Target) []byte {
+// oob4 sets the source address and interface (IP_PKTINFO) and TOS of an
+// IPv4 probe.
+func oob4(tg Target, ifindex int) []byte {
 	var b cmsgs
-	if tg.Src.IsValid() {
-		var pi unix.Inet4Pktinfo
-		pi.Spec_dst = tg.Src.Unmap().As4()
+	if tg.Src.IsValid() || ifindex != 0 {
+		pi := unix.Inet4Pktinfo{Ifindex: int32(ifindex)}
+		if tg.Src.IsValid() {
+			pi.Spec_dst = tg.Src.Unmap().As4()
+		}
 		b.put(unix.IPPROTO_IP, unix.IP_PKTINFO, unsafe.Slice((*byte)(unsafe.Pointer(&pi)), unix.SizeofInet4Pktinfo))
 	}
 	if tg.TOS != 0 {
@@ -21,12 +24,15 @@ func oob4(tg Target) []byte {
 	return b
 }
 
-// oob6 sets the source address (IPV6_PKTINFO) and traffic class of an IPv6 probe.
-func oob6(tg Target) []byte {
+// oob6 sets the source address and interface (IPV6_PKTINFO) and traffic
+// class of an IPv6 probe.
+func oob6(tg Target, ifindex int) []byte {
 	var b cmsgs
-	if tg.Src.IsValid() {
-		var pi unix.Inet6Pktinfo
-		pi.Addr = tg.Src.As16()
+	if tg.Src.IsValid() || ifindex != 0 {
+		pi := unix.Inet6Pktinfo{Ifindex: uint32(ifindex)}
+		if tg.Src.IsValid() {
+			pi.Addr = tg.Src.As16()
+		}
 		b.put(unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, unsafe.Slice((*byte)(unsafe.Pointer(&pi)), unix.SizeofInet6Pktinfo))
 	}
 	if tg.TOS != 0 {

@@ -16,6 +16,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -37,6 +38,8 @@ type Target struct {
 	Dst netip.Addr
 	// Src is the source address; zero lets the routing table pick.
 	Src netip.Addr
+	// Interface sends the probes out of this device; "" lets routing choose.
+	Interface string
 	// Min and Max bound the search in bytes of IP packet (headers included).
 	Min, Max int
 	// Timeout is how long to wait for the answer to one probe.
@@ -300,11 +303,19 @@ func (p *Prober) Search(ctx context.Context, tg Target) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("path MTU search for %s: %w", dst, err)
 	}
+	ifindex := 0
+	if tg.Interface != "" {
+		ifi, err := net.InterfaceByName(tg.Interface)
+		if err != nil {
+			return Result{}, fmt.Errorf("path MTU search for %s: interface %s: %w", dst, tg.Interface, err)
+		}
+		ifindex = ifi.Index
+	}
 	res := Result{}
 	try := func(size int) (answer, error) {
 		for i := 0; i <= tg.Retries; i++ {
 			res.Probes++
-			a, err := p.probe(ctx, fd, dst, tg, size)
+			a, err := p.probe(ctx, fd, dst, tg, ifindex, size)
 			if err != nil || a.o != silent {
 				return a, err
 			}
@@ -367,7 +378,7 @@ func (p *Prober) Search(ctx context.Context, tg Target) (Result, error) {
 
 // probe sends one echo request of size bytes (IP header included) and
 // waits for what comes back.
-func (p *Prober) probe(ctx context.Context, fd int, dst netip.Addr, tg Target, size int) (answer, error) {
+func (p *Prober) probe(ctx context.Context, fd int, dst netip.Addr, tg Target, ifindex, size int) (answer, error) {
 	v6 := dst.Is6()
 	hdr := 20
 	if v6 {
@@ -398,9 +409,9 @@ func (p *Prober) probe(ctx context.Context, fd int, dst netip.Addr, tg Target, s
 	}
 	var err error
 	if v6 {
-		err = unix.Sendmsg(fd, m, oob6(tg), &unix.SockaddrInet6{Addr: dst.As16()}, 0)
+		err = unix.Sendmsg(fd, m, oob6(tg, ifindex), &unix.SockaddrInet6{Addr: dst.As16()}, 0)
 	} else {
-		err = unix.Sendmsg(fd, m, oob4(tg), &unix.SockaddrInet4{Addr: dst.As4()}, 0)
+		err = unix.Sendmsg(fd, m, oob4(tg, ifindex), &unix.SockaddrInet4{Addr: dst.As4()}, 0)
 	}
 	switch {
 	case errors.Is(err, unix.EMSGSIZE):

@@ -9,7 +9,7 @@ import (
 	"github.com/probed/probed/probe/trace/tracetest"
 )
 
-func search(t *testing.T, c *tracetest.Chain, p *pmtu.Prober, fam string) pmtu.Result {
+func search(t *testing.T, c *tracetest.Chain, p *pmtu.Prober, fam, iface string) pmtu.Result {
 	t.Helper()
 	var r pmtu.Result
 	err := c.Src.Do(func() error {
@@ -19,7 +19,7 @@ func search(t *testing.T, c *tracetest.Chain, p *pmtu.Prober, fam string) pmtu.R
 		// 200 ms is ample on a veth chain (replies take microseconds)
 		// and keeps a black-hole search (every silent size waits
 		// (retries+1) timeouts) to a few seconds.
-		r, err = p.Search(ctx, pmtu.Target{Dst: c.DstAddr(fam), Timeout: 200 * time.Millisecond, Retries: 1})
+		r, err = p.Search(ctx, pmtu.Target{Dst: c.DstAddr(fam), Interface: iface, Timeout: 200 * time.Millisecond, Retries: 1})
 		return err
 	})
 	if err != nil {
@@ -54,12 +54,20 @@ func TestSearchKernelRouters(t *testing.T) {
 		tc.set()
 		for _, fam := range []string{"ip4", "ip6"} {
 			t.Run(tc.name+"/"+fam, func(t *testing.T) {
-				r := search(t, c, p, fam)
+				r := search(t, c, p, fam, "")
 				t.Logf("%+v", r)
 				if !r.Reached || r.MTU != tc.mtu || r.Blackhole != tc.blackhole {
 					t.Errorf("got MTU %d blackhole %v (reached %v), want MTU %d blackhole %v", r.MTU, r.Blackhole, r.Reached, tc.mtu, tc.blackhole)
 				}
 			})
+		}
+	}
+	// The same through a named interface (IP_PKTINFO / IPV6_PKTINFO).
+	c.SetMTU(0, tracetest.JumboMTU)
+	c.SetMTU(1, 1500)
+	for _, fam := range []string{"ip4", "ip6"} {
+		if r := search(t, c, p, fam, "l0"); r.MTU != 1500 || r.Blackhole {
+			t.Errorf("%s via l0: %+v, want MTU 1500", fam, r)
 		}
 	}
 }

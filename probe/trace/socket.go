@@ -89,7 +89,7 @@ func readLoop(f *os.File, handle func(b []byte, from netip.Addr, at time.Time)) 
 // sourceFor returns the address the kernel would send from to reach dst:
 // connecting a UDP socket resolves the route without sending anything. The
 // UDP, TCP and ICMPv6 checksums cover it, so it must be known up front.
-func (t *Tracer) sourceFor(dst netip.Addr) (netip.Addr, error) {
+func (t *Tracer) sourceFor(dst netip.Addr, ifindex int) (netip.Addr, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock() // one lookup at a time: the socket is shared
 	fd := t.route4
@@ -102,6 +102,10 @@ func (t *Tracer) sourceFor(dst netip.Addr) (netip.Addr, error) {
 	}
 	if fd < 0 {
 		return netip.Addr{}, fmt.Errorf("finding source address for %s: no socket for its address family", dst)
+	}
+	// Bound to the interface only for this lookup (0 unbinds).
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BINDTOIFINDEX, ifindex); err != nil {
+		return netip.Addr{}, fmt.Errorf("finding source address for %s on interface %d: %w", dst, ifindex, err)
 	}
 	if err := unix.Connect(fd, sa); err != nil {
 		return netip.Addr{}, fmt.Errorf("finding route to %s: %w", dst, err)
@@ -121,7 +125,7 @@ func (t *Tracer) sourceFor(dst netip.Addr) (netip.Addr, error) {
 
 // send6Oob builds the ancillary data of an IPv6 probe: hop limit, traffic
 // class and the source address (the checksum was computed over it).
-func send6Oob(src netip.Addr, hopLimit int, tclass uint8) []byte {
+func send6Oob(src netip.Addr, ifindex, hopLimit int, tclass uint8) []byte {
 	oob := make([]byte, unix.CmsgSpace(4)*2+unix.CmsgSpace(unix.SizeofInet6Pktinfo))
 	off := 0
 	put := func(typ int32, data []byte) {
@@ -136,8 +140,25 @@ func send6Oob(src netip.Addr, hopLimit int, tclass uint8) []byte {
 	put(unix.IPV6_TCLASS, nativeInt(int(tclass)))
 	var pi unix.Inet6Pktinfo
 	pi.Addr = src.As16()
+	pi.Ifindex = uint32(ifindex)
 	put(unix.IPV6_PKTINFO, pktinfoBytes(&pi))
 	return oob[:off]
+}
+
+// send4Oob names the outgoing interface of an IPv4 probe (IP_PKTINFO);
+// the header, source included, is ours (IP_HDRINCL).
+func send4Oob(ifindex int) []byte {
+	if ifindex == 0 {
+		return nil
+	}
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofInet4Pktinfo))
+	h := (*unix.Cmsghdr)(unsafePointer(&oob[0]))
+	h.Level = unix.IPPROTO_IP
+	h.Type = unix.IP_PKTINFO
+	h.SetLen(unix.CmsgLen(unix.SizeofInet4Pktinfo))
+	pi := unix.Inet4Pktinfo{Ifindex: int32(ifindex)}
+	copy(oob[unix.CmsgLen(0):], unsafe.Slice((*byte)(unsafe.Pointer(&pi)), unix.SizeofInet4Pktinfo))
+	return oob
 }
 
 func unsafePointer(b *byte) unsafe.Pointer { return unsafe.Pointer(b) }

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -54,8 +55,11 @@ const (
 type Target struct {
 	Dst netip.Addr
 	// Src is the source address; zero means the one the routing table picks.
-	Src    netip.Addr
-	Method string // UDP, ICMP or TCP; "" is ICMP
+	Src netip.Addr
+	// Interface sends the probes out of this device (and picks the
+	// source address the kernel would use there); "" lets routing choose.
+	Interface string
+	Method    string // UDP, ICMP or TCP; "" is ICMP
 	// Port is the UDP or TCP destination port.
 	Port uint16
 	// Flow is the UDP/TCP source port or the ICMP identifier. Keep it
@@ -368,7 +372,7 @@ func (t *Tracer) unregister(keys []key) {
 }
 
 // send puts one probe on the wire.
-func (t *Tracer) send(k key, src netip.Addr, ttl int, tos uint8) error {
+func (t *Tracer) send(k key, src netip.Addr, ifindex, ttl int, tos uint8) error {
 	v6 := k.dst.Is6()
 	l4 := buildL4(k, src, probeSize, v6)
 	if !v6 {
@@ -377,7 +381,7 @@ func (t *Tracer) send(k key, src netip.Addr, ttl int, tos uint8) error {
 		t.mu.Lock()
 		fd := t.v4send
 		t.mu.Unlock()
-		return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: k.dst.As4()})
+		return unix.Sendmsg(fd, pkt, send4Oob(ifindex), &unix.SockaddrInet4{Addr: k.dst.As4()}, 0)
 	}
 	t.mu.Lock()
 	var fd int
@@ -390,7 +394,7 @@ func (t *Tracer) send(k key, src netip.Addr, ttl int, tos uint8) error {
 		fd = t.fds[t.v6icmp]
 	}
 	t.mu.Unlock()
-	return unix.Sendmsg(fd, l4, send6Oob(src, ttl, tos), &unix.SockaddrInet6{Addr: k.dst.As16()}, 0)
+	return unix.Sendmsg(fd, l4, send6Oob(src, ifindex, ttl, tos), &unix.SockaddrInet6{Addr: k.dst.As16()}, 0)
 }
 
 // hopAcc collects the answers of one TTL.
@@ -442,9 +446,17 @@ func (t *Tracer) Trace(ctx context.Context, tg Target) (*Path, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
+	ifindex := 0
+	if tg.Interface != "" {
+		ifi, err := net.InterfaceByName(tg.Interface)
+		if err != nil {
+			return nil, fmt.Errorf("tracing %s: interface %s: %w", dst, tg.Interface, err)
+		}
+		ifindex = ifi.Index
+	}
 	src := tg.Src.Unmap()
 	if !src.IsValid() {
-		s, err := t.sourceFor(dst)
+		s, err := t.sourceFor(dst, ifindex)
 		if err != nil {
 			return nil, fmt.Errorf("tracing %s: %w", dst, err)
 		}
@@ -547,7 +559,7 @@ func (t *Tracer) Trace(ctx context.Context, tg Target) (*Path, error) {
 			now := time.Now()
 			t.register(&pk, ch, ttl, now)
 			keys = append(keys, pk)
-			if err := t.send(pk, src, ttl, tg.TOS); err != nil {
+			if err := t.send(pk, src, ifindex, ttl, tg.TOS); err != nil {
 				return nil, fmt.Errorf("tracing %s: sending TTL %d probe: %w", dst, ttl, err)
 			}
 			t.sent.Add(1)

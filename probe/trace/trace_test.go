@@ -94,3 +94,34 @@ func TestTraceSilentHop(t *testing.T) {
 		}
 	}
 }
+
+// interface: sends leave through the named device: through the chain's link
+// the path is complete, through a dead-end device (a veth looping back into
+// the same namespace, which does not forward) nothing answers.
+func TestTraceInterface(t *testing.T) {
+	c := tracetest.NewChain(t, 1)
+	c.Src.MustRun(t, "ip", "link", "add", "dead0", "type", "veth", "peer", "name", "dead1")
+	c.Src.MustRun(t, "ip", "link", "set", "dead1", "up")
+	c.Src.MustRun(t, "ip", "addr", "add", "10.201.0.1/24", "dev", "dead0")
+	c.Src.MustRun(t, "ip", "addr", "add", "fd00:201::1/64", "dev", "dead0", "nodad")
+	c.Src.MustRun(t, "ip", "link", "set", "dead0", "up")
+	var tr *trace.Tracer
+	if err := c.Src.Do(func() (err error) { tr, err = trace.New(0); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for _, fam := range []string{"ip4", "ip6"} {
+		tg := trace.Target{Dst: c.DstAddr(fam), Interface: "l0", ProbesPerHop: 1, Timeout: 300 * time.Millisecond, MaxTTL: 4}
+		if p := traceIn(t, c, tr, tg); !slices.Equal(addrs(p), c.Hops(fam)) || !p.Reached {
+			t.Errorf("%s via l0: hops %v, want %v", fam, addrs(p), c.Hops(fam))
+		}
+		// No route there: IPv6 says so at once, IPv4 assumes the
+		// target is on the link and hears nothing.
+		tg.Interface = "dead0"
+		var p *trace.Path
+		err := c.Src.Do(func() (err error) { p, err = tr.Trace(context.Background(), tg); return err })
+		if err == nil && (len(p.Hops) != 0 || p.Reached) {
+			t.Errorf("%s via dead0: hops %v reached %v, want nothing", fam, addrs(p), p.Reached)
+		}
+	}
+}
