@@ -192,6 +192,11 @@ func (c *Client) call(ctx context.Context, method, path string, form url.Values,
 
 // unreachable explains a transport error.
 func unreachable(base *url.URL, err error) error {
+	// Drop url.Error's "Post <full URL with query>:" prefix: the base URL says enough.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
 	var ne net.Error
 	hint := "is the server running and --prometheus.url right?"
 	switch {

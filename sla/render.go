@@ -89,8 +89,13 @@ func awsText(b *Breach, awsState bool, awsPath bool) string {
 // stepText prints the judged interval as "1m" rather than "1m0s".
 func stepText(r *Report) string {
 	s := (time.Duration(r.StepSeconds) * time.Second).String()
-	s = strings.TrimSuffix(s, "0s")
-	return strings.TrimSuffix(s, "h0m")
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func periodText(r *Report) string {
