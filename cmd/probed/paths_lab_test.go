@@ -22,7 +22,8 @@ import (
 )
 
 // pathLabMesh traces two sitelink targets (IPv4 and IPv6) and searches the
-// MTU of one sitelink and one mpls target of eu-frankfurt from us-east.
+// MTU of two sitelink targets (IPv4 and IPv6) and one mpls target of
+// eu-frankfurt from us-east.
 // trace.interval is the 1 s minimum, so "detected within one interval" is
 // checked against a short, real interval.
 const pathLabMesh = `
@@ -46,6 +47,7 @@ sites:
       - {address: 10.77.7.1, path: sitelink, segment: prod, trace: true, mtu: false}
       - {address: "fd77:7::1", path: sitelink, segment: prod, trace: true, mtu: false}
       - {address: 10.77.7.65, path: sitelink, segment: dev, mtu: true}
+      - {address: "fd77:7::41", path: sitelink, segment: dev, mtu: true}
       - {address: 10.78.7.1, path: mpls, segment: prod, mtu: true}
 `
 
@@ -206,9 +208,9 @@ func TestPathFeatureLab(t *testing.T) {
 	// MTU: Fragmentation Needed on sitelink, a black hole on mpls.
 	pathWaitUntil(t, 30*time.Second, "MTU results", func() bool {
 		p := pathsGet(t, mux)
-		return p["10.77.7.65"].MTUBytes != nil && p["10.78.7.1"].MTUBytes != nil
+		return p["10.77.7.65"].MTUBytes != nil && p["fd77:7::41"].MTUBytes != nil && p["10.78.7.1"].MTUBytes != nil
 	})
-	for tg, w := range map[string][2]float64{"10.77.7.65": {1500, 0}, "10.78.7.1": {8500, 1}} {
+	for tg, w := range map[string][2]float64{"10.77.7.65": {1500, 0}, "fd77:7::41": {1500, 0}, "10.78.7.1": {8500, 1}} {
 		mtu, _, _ := pathGauge(t, reg, "probed_path_mtu_bytes", tg)
 		bh, _, _ := pathGauge(t, reg, "probed_path_mtu_blackhole", tg)
 		if mtu != w[0] || bh != w[1] {
