@@ -233,7 +233,7 @@ func agentInNS(t *testing.T, ns *testutil.NetNS, ambient []uintptr, args ...stri
 		}
 	}()
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: &syscall.Credential{Uid: unprivileged, Gid: unprivileged},
+		Credential:  &syscall.Credential{Uid: unprivileged, Gid: unprivileged},
 		AmbientCaps: ambient,
 		Setpgid:     true,
 	}
