@@ -16,10 +16,17 @@ import (
 // tokens must not keep a poller busy forever.
 const maxPages = 1000
 
-// pollAPI reads Direct Connect and NSM state of one region, then the
-// light-level dimension sets from ListMetrics. Each service succeeds or
-// fails on its own.
+// pollAPI runs one round of every service of a region (PollOnce); each
+// service succeeds or fails on its own.
 func (p *Poller) pollAPI(ctx context.Context, rs *regionState) {
+	p.pollDXRound(ctx, rs)
+	if p.cfg.NSMEnabled() {
+		p.pollNSMRound(ctx, rs)
+	}
+}
+
+// pollDXRound reads a region's connections, VIFs and BGP sessions.
+func (p *Poller) pollDXRound(ctx context.Context, rs *regionState) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout.D())
 	defer cancel()
 	conns, vifs, err := p.pollDX(ctx, rs)
@@ -29,25 +36,46 @@ func (p *Poller) pollAPI(ctx context.Context, rs *regionState) {
 		rs.conns, rs.vifs, rs.dxTime = conns, vifs, p.now()
 		p.mu.Unlock()
 	}
-	if p.cfg.NSMEnabled() {
-		probes, err := p.pollNSM(ctx, rs)
-		p.record(&rs.nsmStatus, ServiceNSM, rs.key, err)
-		if err == nil {
-			p.mu.Lock()
-			rs.probes, rs.nsmTime = probes, p.now()
-			p.mu.Unlock()
-		}
+}
+
+// pollNSMRound reads a region's NSM monitors and probes.
+func (p *Poller) pollNSMRound(ctx context.Context, rs *regionState) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout.D())
+	defer cancel()
+	probes, err := p.pollNSM(ctx, rs)
+	p.record(&rs.nsmStatus, ServiceNSM, rs.key, err)
+	if err == nil {
+		p.mu.Lock()
+		rs.probes, rs.nsmTime = probes, p.now()
+		p.mu.Unlock()
 	}
-	if p.cfg.CloudWatchEnabled() {
+}
+
+// pollCWRound refreshes the light-level lanes (at most every aws.interval)
+// and reads the region's CloudWatch batch. A failed lane listing keeps the
+// previous lanes and is reported only if the batch itself succeeds.
+func (p *Poller) pollCWRound(ctx context.Context, rs *regionState, force bool) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout.D())
+	defer cancel()
+	var lanesErr error
+	p.mu.Lock()
+	due := force || rs.lanesTime.IsZero() || p.now().Sub(rs.lanesTime) >= p.cfg.Interval.D()
+	p.mu.Unlock()
+	if due {
 		lanes, err := p.listLanes(ctx, rs)
 		if err != nil {
-			p.record(&rs.cwStatus, ServiceCloudWatch, rs.key, fmt.Errorf("listing AWS/DX light-level metrics: %w", err))
+			lanesErr = fmt.Errorf("listing AWS/DX light-level metrics: %w", err)
 		} else {
 			p.mu.Lock()
-			rs.lanes = lanes
+			rs.lanes, rs.lanesTime = lanes, p.now()
 			p.mu.Unlock()
 		}
 	}
+	err := p.pollMetrics(ctx, rs)
+	if err == nil {
+		err = lanesErr
+	}
+	p.record(&rs.cwStatus, ServiceCloudWatch, rs.key, err)
 }
 
 func tagMap(tags []dxtypes.Tag) map[string]string {

@@ -87,13 +87,11 @@ func (p *Poller) queries(rs *regionState) []series {
 // pollMetrics reads the whole region's batch with one GetMetricData call
 // (more only past 500 queries, or when CloudWatch paginates), keeps the
 // newest datapoint per series, and drops series no longer polled.
-func (p *Poller) pollMetrics(ctx context.Context, rs *regionState) {
+func (p *Poller) pollMetrics(ctx context.Context, rs *regionState) error {
 	qs := p.queries(rs)
 	if len(qs) == 0 {
-		return
+		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout.D())
-	defer cancel()
 	now := p.now()
 	// Whole minutes: the newest bucket is often still filling, and
 	// re-reading an overlapping window lets late data land.
@@ -138,12 +136,11 @@ func (p *Poller) pollMetrics(ctx context.Context, rs *regionState) {
 			}
 		}
 	}
-	p.record(&rs.cwStatus, ServiceCloudWatch, rs.key, err)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {
 		// Keep earlier points: they age out by their own timestamps.
-		return
+		return err
 	}
 	keep := map[string]Datapoint{}
 	for _, s := range qs {
@@ -155,4 +152,5 @@ func (p *Poller) pollMetrics(ctx context.Context, rs *regionState) {
 		}
 	}
 	rs.points = keep
+	return nil
 }

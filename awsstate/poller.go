@@ -167,8 +167,9 @@ type regionState struct {
 	nsmTime time.Time
 	// lanes maps a connection to its OpticalLaneNumber values (from
 	// ListMetrics); absent or empty: light levels without a lane.
-	lanes  map[string][]string
-	points map[string]Datapoint
+	lanes     map[string][]string
+	lanesTime time.Time
+	points    map[string]Datapoint
 }
 
 // status tracks one poller's health and what has been logged about it.
@@ -254,7 +255,7 @@ func (p *Poller) PollOnce(ctx context.Context) {
 				defer wg.Done()
 				p.pollAPI(ctx, rs)
 				if p.cfg.CloudWatchEnabled() {
-					p.pollMetrics(ctx, rs)
+					p.pollCWRound(ctx, rs, true)
 				}
 			}()
 		}
@@ -336,29 +337,39 @@ func (p *Poller) Run(ctx context.Context) {
 func (p *Poller) runRegion(ctx context.Context, rs *regionState) {
 	// Spread agents and regions over the interval so seven agents do not
 	// hit the API in the same second.
-	if !sleep(ctx, time.Duration(rand.Int64N(int64(2*time.Second)))) {
+	if !sleep(ctx, time.Duration(rand.Int64N(int64(min(2*time.Second, p.cfg.Interval.D()))))) {
 		return
 	}
-	var nextAPI, nextCW time.Time
+	// Each service keeps its own schedule and backoff: NSM denied or
+	// CloudWatch throttled must not slow Direct Connect down.
+	type job struct {
+		on       bool
+		run      func()
+		st       *status
+		interval time.Duration
+		next     time.Time
+	}
+	jobs := []*job{
+		{on: true, run: func() { p.pollDXRound(ctx, rs) }, st: &rs.dxStatus, interval: p.cfg.Interval.D()},
+		{on: p.cfg.NSMEnabled(), run: func() { p.pollNSMRound(ctx, rs) }, st: &rs.nsmStatus, interval: p.cfg.Interval.D()},
+		{on: p.cfg.CloudWatchEnabled(), run: func() { p.pollCWRound(ctx, rs, false) }, st: &rs.cwStatus, interval: p.cfg.MetricsInterval.D()},
+	}
 	for {
-		now := time.Now()
-		if !now.Before(nextAPI) {
-			p.pollAPI(ctx, rs)
-			p.mu.Lock()
-			f := max(rs.dxStatus.fails, rs.nsmStatus.fails)
-			p.mu.Unlock()
-			nextAPI = time.Now().Add(backoff(p.cfg.Interval.D(), f))
-		}
-		if p.cfg.CloudWatchEnabled() && !now.Before(nextCW) {
-			p.pollMetrics(ctx, rs)
-			p.mu.Lock()
-			f := rs.cwStatus.fails
-			p.mu.Unlock()
-			nextCW = time.Now().Add(backoff(p.cfg.MetricsInterval.D(), f))
-		}
-		next := nextAPI
-		if p.cfg.CloudWatchEnabled() && nextCW.Before(next) {
-			next = nextCW
+		var next time.Time
+		for _, j := range jobs {
+			if !j.on {
+				continue
+			}
+			if !time.Now().Before(j.next) {
+				j.run()
+				p.mu.Lock()
+				fails := j.st.fails
+				p.mu.Unlock()
+				j.next = time.Now().Add(backoff(j.interval, fails))
+			}
+			if next.IsZero() || j.next.Before(next) {
+				next = j.next
+			}
 		}
 		if !sleep(ctx, time.Until(next)) {
 			return

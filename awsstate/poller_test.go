@@ -544,3 +544,34 @@ func TestAccountsAssumeTheirRoles(t *testing.T) {
 		t.Errorf("AssumeRole not counted: %+v", s.Requests)
 	}
 }
+
+func TestRunKeepsServicesIndependent(t *testing.T) {
+	f := setup(t, "us-east", "  poll_all: false\n  cloudwatch: false\n", awstest.WithoutForcedPagination())
+	// Shorter than the config allows, to see several rounds in a second.
+	f.poller.cfg.Interval = config.Duration(100 * time.Millisecond)
+	f.srv.SetFault(awstest.NSM, awstest.FaultAccessDenied, -1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); f.poller.Run(ctx) }()
+	time.Sleep(1500 * time.Millisecond)
+	cancel()
+	<-done
+	dx := f.srv.Requests(awstest.DirectConnect, "DescribeConnections")
+	nsm := f.srv.Requests(awstest.NSM, "ListMonitors")
+	// DX keeps its 100 ms cadence while NSM backs off (100, 200, 400,
+	// 800 ms): about 14 against 4. A loaded machine slows both alike.
+	t.Logf("in 1.5 s: %d DescribeConnections, %d ListMonitors", dx, nsm)
+	if dx < 4 || dx < 2*nsm {
+		t.Fatalf("DescribeConnections %d times, ListMonitors %d times: a failing NSM slowed Direct Connect down", dx, nsm)
+	}
+	s := f.poller.Snapshot()
+	if src := source(s, ServiceNSM); src == nil || src.Up {
+		t.Fatalf("NSM source %+v", src)
+	}
+	if src := source(s, ServiceDX); src == nil || !src.Up || len(s.VIFs) != 2 {
+		t.Fatalf("DX source %+v, %d VIFs", src, len(s.VIFs))
+	}
+	if n := f.logs.FilterMessage("AWS polling failed; will retry with backoff").Len(); n != 1 {
+		t.Fatalf("%d warnings for one lasting failure, want 1", n)
+	}
+}
