@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -80,6 +81,8 @@ type Server struct {
 
 	deniedRoles map[string]bool
 	keys        map[string]map[string]bool // service → access key IDs seen
+
+	reqSeq atomic.Uint64
 
 	srv *http.Server
 	ln  net.Listener
@@ -348,7 +351,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		c.service, c.op = NSM, nsmOperation(r)
 	}
-	w.Header().Set("X-Amzn-Requestid", requestID())
+	w.Header().Set("X-Amzn-Requestid", s.requestID())
 
 	m := sigv4Scope.FindStringSubmatch(r.Header.Get("Authorization"))
 	if m == nil {
@@ -482,17 +485,8 @@ func writeJSON(w http.ResponseWriter, status int, ctype string, v any) {
 	w.Write(data)
 }
 
-var reqSeq struct {
-	sync.Mutex
-	n uint64
-}
-
-func requestID() string {
-	reqSeq.Lock()
-	reqSeq.n++
-	n := reqSeq.n
-	reqSeq.Unlock()
-	return fmt.Sprintf("a1b2c3d4-0000-4000-8000-%012x", n)
+func (s *Server) requestID() string {
+	return fmt.Sprintf("a1b2c3d4-0000-4000-8000-%012x", s.reqSeq.Add(1))
 }
 
 // Page tokens bind the operation, the region and the request's filters, so
