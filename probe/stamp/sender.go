@@ -430,8 +430,9 @@ func (s *Sender) attribute(sl *slot) {
 	}
 	s.prevJ = sl.seq
 	// Keep the highest index: forward reordering must not make later
-	// losses look like reverse ones.
-	if int32(sl.rIdx-s.prevR) > 0 || s.prevR == ^uint32(0) {
+	// losses look like reverse ones. An index far below it (more than
+	// could be in flight) means the reflector restarted and counts anew.
+	if d := int32(sl.rIdx - s.prevR); d > 0 || s.prevR == ^uint32(0) || d < -int32(len(s.ring)) {
 		s.prevR = sl.rIdx
 	}
 }
