@@ -149,11 +149,15 @@ func (c *Config) specsFor(source, targetSite string, t *Target) []ProbeSpec {
 		s.Protocol = ProtoICMP
 		out = append(out, s)
 	}
-	for _, port := range t.TCPPorts {
+	for i, port := range t.TCPPorts {
 		s := base
 		s.Protocol = ProtoTCP
 		s.Port = port
-		s.Trace, s.MTU = false, false // path work is done once, by the ICMP spec
+		// Path work is done once per target: by the ICMP spec, or by the
+		// first TCP spec when ICMP is off.
+		if len(out) > 0 || i > 0 {
+			s.Trace, s.MTU = false, false
+		}
 		out = append(out, s)
 	}
 	if t.STAMP != nil && *t.STAMP {

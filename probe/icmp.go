@@ -24,6 +24,11 @@ const (
 	echoHeader = 8
 )
 
+// pathFeatureIDs starts the echo identifiers used by the path features
+// (probe/trace, probe/pmtu). Their replies reach our raw sockets too; they
+// are this process's own traffic, so they are skipped, not counted.
+const pathFeatureIDs = 0xc000
+
 // ICMP types and codes used for matching.
 const (
 	v4EchoReply, v4Unreach, v4EchoRequest, v4TimeExceeded, v4ParamProblem           = 0, 3, 8, 11, 12
@@ -48,7 +53,7 @@ func newICMPProber(log *zap.Logger, sink Sink, base time.Time, monoNow func() in
 	_, _ = rand.Read(p.token[:])
 	var b [2]byte
 	_, _ = rand.Read(b[:])
-	p.ids = binary.BigEndian.Uint16(b[:])
+	p.ids = binary.BigEndian.Uint16(b[:]) % pathFeatureIDs
 	return p
 }
 
@@ -68,7 +73,9 @@ func (p *icmpProber) conn(k icmpsock.Key) (*icmpConn, error) {
 	if c := p.conns[k]; c != nil {
 		return c, nil
 	}
-	p.ids++ // distinct identifiers per raw socket keep their replies apart
+	// Distinct identifiers per raw socket keep their replies apart; the
+	// range from pathFeatureIDs up belongs to trace and pmtu.
+	p.ids = (p.ids + 1) % pathFeatureIDs
 	s, err := icmpsock.Open(k, p.ids)
 	if err != nil {
 		return nil, err
@@ -325,8 +332,10 @@ func (c *icmpConn) handle(pk *icmpsock.Packet) {
 
 func (c *icmpConn) handleReply(pk *icmpsock.Packet) {
 	d := pk.Data
-	if c.raw && binary.BigEndian.Uint16(d[4:]) != c.sock.ID {
-		c.p.sink.Ignored(IgnoredForeign)
+	if id := binary.BigEndian.Uint16(d[4:]); c.raw && id != c.sock.ID {
+		if id < pathFeatureIDs {
+			c.p.sink.Ignored(IgnoredForeign)
+		}
 		return
 	}
 	if len(d) < echoHeader+payloadMin {
@@ -426,8 +435,10 @@ func (c *icmpConn) handleError(pk *icmpsock.Packet, r Reason) {
 			return
 		}
 	}
-	if c.raw && binary.BigEndian.Uint16(inner[4:]) != c.sock.ID {
-		c.p.sink.Ignored(IgnoredStrayError)
+	if id := binary.BigEndian.Uint16(inner[4:]); c.raw && id != c.sock.ID {
+		if id < pathFeatureIDs {
+			c.p.sink.Ignored(IgnoredStrayError)
+		}
 		return
 	}
 	seq := binary.BigEndian.Uint16(inner[6:])
