@@ -318,21 +318,41 @@ func (b *builder) minutes(ctx context.Context, cs, ce time.Time) error {
 	return nil
 }
 
-// day reads one day's RTT histogram, sum and count.
+// histWindow bounds the range of one increase() over the histogram: a
+// day of 15s scrapes over dozens of pairs, every target and every bucket
+// would come near Prometheus' default query.max-samples (50 million).
+const histWindow = 6 * time.Hour
+
+// day reads one day's RTT histogram, sum and count, in windows of at most
+// histWindow whose increases add up exactly (adjacent windows share their
+// boundary sample).
 func (b *builder) day(ctx context.Context, i int, ds, de time.Time) error {
-	w := fmt.Sprintf("[%ds]", int64(de.Sub(ds).Seconds()))
-	res, err := b.c.Query(ctx, fmt.Sprintf("sum by (%s, le) (increase(%s%s))", groupLabels, b.sel(metricBucket), w), de)
+	for ws := ds; ws.Before(de); ws = ws.Add(histWindow) {
+		we := ws.Add(histWindow)
+		if we.After(de) {
+			we = de
+		}
+		if err := b.dayWindow(ctx, i, ws, we); err != nil {
+			return fmt.Errorf("querying the RTT histogram of %s: %w", ds.Format(time.DateOnly), err)
+		}
+	}
+	return nil
+}
+
+func (b *builder) dayWindow(ctx context.Context, i int, ws, we time.Time) error {
+	w := fmt.Sprintf("[%ds]", int64(we.Sub(ws).Seconds()))
+	res, err := b.c.Query(ctx, fmt.Sprintf("sum by (%s, le) (increase(%s%s))", groupLabels, b.sel(metricBucket), w), we)
 	if err != nil {
-		return fmt.Errorf("querying RTT histogram of %s: %w", ds.Format(time.DateOnly), err)
+		return err
 	}
 	for _, s := range res {
 		p := b.pair(s.Metric)
 		p.dayAcc[i].buckets.addLe(s.Metric["le"], s.Points[0].V)
 	}
 	for _, m := range []string{metricRTTSum, metricRTTN} {
-		res, err := b.c.Query(ctx, fmt.Sprintf("sum by (%s) (increase(%s%s))", groupLabels, b.sel(m), w), de)
+		res, err := b.c.Query(ctx, fmt.Sprintf("sum by (%s) (increase(%s%s))", groupLabels, b.sel(m), w), we)
 		if err != nil {
-			return fmt.Errorf("querying mean RTT of %s: %w", ds.Format(time.DateOnly), err)
+			return err
 		}
 		for _, s := range res {
 			d := &b.pair(s.Metric).dayAcc[i]

@@ -1,9 +1,13 @@
 package sla
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"math"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,7 +90,8 @@ func checkBreaches(t *testing.T, p *Pair, want []wantBreach) {
 func monthReport(t *testing.T) *Report {
 	t.Helper()
 	srv := startPrometheus(t, blocksDir(t), "", nil)
-	c, err := NewClient(srv.url, nil)
+	ct := &countingTransport{}
+	c, err := NewClient(srv.url, &http.Client{Transport: ct})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +100,36 @@ func monthReport(t *testing.T) *Report {
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}
-	t.Logf("report over a month of %d pairs built in %s", len(r.Pairs), time.Since(start).Round(time.Millisecond))
+	t.Logf("report over a month of %d pairs built in %s: %d queries, %d KiB answered in all, largest answer %d KiB",
+		len(r.Pairs), time.Since(start).Round(time.Millisecond), ct.n, ct.total>>10, ct.max>>10)
+	// Bounded steps: one day of one-minute points per range query, so no
+	// answer grows with the length of the period.
+	if ct.max > 1<<20 {
+		t.Errorf("largest answer %d bytes: queries are not bounded", ct.max)
+	}
 	return r
+}
+
+// countingTransport counts the queries and answer sizes the report costs.
+type countingTransport struct {
+	mu            sync.Mutex
+	n, total, max int64
+}
+
+func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	c.mu.Lock()
+	c.n++
+	c.total += int64(len(body))
+	c.max = max(c.max, int64(len(body)))
+	c.mu.Unlock()
+	return resp, err
 }
 
 func TestMonthReport(t *testing.T) {

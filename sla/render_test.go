@@ -49,7 +49,7 @@ func checkRenders(t *testing.T, r *Report) {
 			"| 2026-10-05 03:00 | 2026-10-05 03:50 | 50m | unreachable (unreachable, loss) | no |",
 			"| 2026-10-12 14:00 | 2026-10-12 14:20 | 20m | unreachable | yes: 14:02 BGP peer dxpeer-fra-dev-v4 (ipv4 169.254.77.1/30) on dxvif-fra-dev: up → down; 14:19 BGP peer dxpeer-fra-dev-v4 (ipv4 169.254.77.1/30) on dxvif-fra-dev: down → up |",
 			"| 2026-10-10 10:00 | 2026-10-10 12:00 | 2h00m | latency | no |",
-			"| us-east → us-west | prod | 71.84 ms | 70.00 ms | +2.62 % | mpls | 18 | 13 |",
+			"| us-east → us-west | prod | 71.48 ms | 70.00 ms | +2.11 % | mpls | 18 | 13 |",
 			"| 2026-10-01 | 60.00 ms | 70.00 ms | -14.29 % | sitelink |",
 		} {
 			if !strings.Contains(md, want) {
