@@ -45,7 +45,7 @@ func TestAgentsMeasureTheMesh(t *testing.T) {
 	lab := StartT(t, topo)
 	const (
 		interval  = 200 * time.Millisecond
-		timeout   = 500 * time.Millisecond // above the longest RTT (sydney-frankfurt mpls, 272 ms)
+		timeout   = time.Second // well above the longest RTT (sydney-frankfurt mpls, 272 ms)
 		downAfter = 3
 	)
 	mesh := writeMesh(t, lab, interval, timeout, downAfter, func(s *Site) []meshTarget {
@@ -93,8 +93,8 @@ func TestAgentsMeasureTheMesh(t *testing.T) {
 		var diffs []float64
 		for _, k := range keys {
 			n := cnt2[k] - cnt1[k]
-			if len(samples[k]) < 20 {
-				t.Errorf("%v: only %d single-probe samples in 10 s", k, len(samples[k]))
+			if len(samples[k]) < 10 {
+				t.Errorf("%v: only %d samples in 10 s", k, len(samples[k]))
 				continue
 			}
 			med := median(samples[k])
@@ -114,7 +114,7 @@ func TestAgentsMeasureTheMesh(t *testing.T) {
 				t.Errorf("%v: %v probes lost on a lossless path", k, l)
 			}
 		}
-		t.Logf("configured vs measured RTT (median of single-probe samples over 10 s; mean over all probes):\n%s", table.String())
+		t.Logf("configured vs measured RTT (median of per-scrape means, scrapes twice per interval, over 10 s; mean over all probes):\n%s", table.String())
 		t.Logf("worst pair: %v off by %v; median of all diffs %v; emulator scheduling error so far: %+v",
 			worstKey, worst, time.Duration(median(diffs)*1e9), lab.DelayError())
 		// sitelink and mpls of one peer report their own latencies.
@@ -149,6 +149,18 @@ func TestAgentsMeasureTheMesh(t *testing.T) {
 			}
 		}
 		probe := seriesKey{from, to, "10.77.3.1", PathSiteLink, "icmp"}
+		// What the lab dropped anywhere but the downed link.
+		droppedElsewhere := func() (n uint64) {
+			for _, k := range lab.Links() {
+				if k.Path == PathSiteLink && (k.From == from && k.To == to || k.From == to && k.To == from) {
+					continue
+				}
+				st, _ := lab.Stats(k.From, k.To, k.Path)
+				n += st.Down + st.Lost + st.Blocked + st.MTUDropped
+			}
+			return n
+		}
+		dropped0 := droppedElsewhere()
 		before := scrapeAll(t, agents)
 		lostBefore := values(before, "probed_probes_lost_total")
 		down := time.Now()
@@ -186,8 +198,24 @@ func TestAgentsMeasureTheMesh(t *testing.T) {
 			return false
 		})
 		after := scrapeAll(t, agents)
+		if d := droppedElsewhere() - dropped0; d != 0 {
+			t.Errorf("the lab dropped %d packets on other links during the outage", d)
+		}
+		for k, v := range values(after, "probed_target_up") {
+			if !affected(k) && v != 1 {
+				t.Errorf("%v is down after an unrelated outage", k)
+			}
+		}
+		// The lab delivered every other packet (checked above), so a probe
+		// lost elsewhere is an agent stalled past its 1 s timeout by the
+		// machine; tolerate an isolated one per series, and report them.
+		unrelatedLost := 0.0
 		for k, v := range values(after, "probed_probes_lost_total") {
-			if !affected(k) && v != lostBefore[k] {
+			if affected(k) {
+				continue
+			}
+			unrelatedLost += v - lostBefore[k]
+			if v-lostBefore[k] > 1 {
 				t.Errorf("%v lost %v probes while another path was down", k, v-lostBefore[k])
 			}
 		}
@@ -200,7 +228,7 @@ func TestAgentsMeasureTheMesh(t *testing.T) {
 		// Back: the next probe leaves within an interval and its reply
 		// takes one RTT (54 ms), inside two intervals; plus the polling.
 		upBound := 2*interval + 100*time.Millisecond
-		t.Logf("down: target_up 0 after %v (bound %v); restored: 1 after %v (bound %v)", wentDown, downBound, cameBack, upBound)
+		t.Logf("down: target_up 0 after %v (bound %v); restored: 1 after %v (bound %v); probes lost by unrelated series: %v", wentDown, downBound, cameBack, upBound, unrelatedLost)
 		if wentDown > downBound {
 			t.Errorf("target_up took %v to drop, want <= %v", wentDown, downBound)
 		}

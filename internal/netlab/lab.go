@@ -67,6 +67,7 @@ type siteRT struct {
 	spec      SiteSpec
 	ns        *netns
 	tun       int // TUN fd, non-blocking; -1 until opened
+	tap       *tap
 	stop      int // eventfd that ends the input thread; -1 until opened
 	out       *outQueue
 	listeners []net.Listener
@@ -282,6 +283,9 @@ func (l *Lab) buildSite(s *siteRT) error {
 			return err
 		}
 		s.tun = tun
+		if s.tap, err = openTap(TUNName); err != nil {
+			return err
+		}
 		return writeSysctls(map[string]string{
 			// Replies from hop addresses arrive on lab0 like everything else.
 			"net/ipv4/conf/all/rp_filter":     "0",
@@ -431,7 +435,7 @@ func (l *Lab) input(s *siteRT, rng *rand.Rand) {
 		n, err := unix.Read(s.tun, buf)
 		switch {
 		case err == nil:
-			l.forward(s, rng, buf[:n], l.clock.now())
+			l.forward(s, rng, buf[:n], s.tap.stamp(buf[:n], &l.clock))
 		case err == unix.EAGAIN:
 			if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
 				return
@@ -571,6 +575,9 @@ func (l *Lab) Close() error {
 			}
 			if s.stop >= 0 {
 				unix.Close(s.stop)
+			}
+			if s.tap != nil {
+				s.tap.close()
 			}
 			if s.ns != nil {
 				if err := s.ns.remove(); err != nil {

@@ -192,8 +192,10 @@ func TestLab(t *testing.T) {
 				if inversions < 50 {
 					t.Errorf("reorder on: only %d inversions in 500 datagrams", inversions)
 				}
-				if ow[len(ow)-1] > delay+jitter+time.Millisecond {
-					t.Errorf("reorder on: one-way %v above delay+jitter %v (+1ms)", ow[len(ow)-1], delay+jitter)
+				// p99, not max: a late outlier is the loaded machine, not
+				// the jitter model.
+				if p99 := quantile(ow, 0.99); p99 > delay+jitter+time.Millisecond {
+					t.Errorf("reorder on: one-way p99 %v above delay+jitter %v (+1ms)", p99, delay+jitter)
 				}
 			}
 		}
