@@ -114,8 +114,8 @@ func TestAgentsLossAndJitter(t *testing.T) {
 			}
 		case p == 0:
 			// No jitter configured: what remains is the lab's and the
-			// agents' own noise.
-			if mj > 0.3e-3 {
+			// agents' own noise (~0.2 ms on the loaded 2-vCPU machine).
+			if mj > 0.5e-3 {
 				t.Errorf("%v: jitter %.3f ms on a path without jitter", k, mj*1000)
 			}
 		}
