@@ -280,10 +280,17 @@ func (b *builder) minutes(ctx context.Context, cs, ce time.Time) error {
 	if err != nil {
 		return fmt.Errorf("querying jitter: %w", err)
 	}
+	// Replies counted by the RTT histogram: a minute with none is
+	// unreachable even when some of its losses are only decided (at the
+	// probe timeout) in the next minute.
+	answered, err := b.chunkValues(ctx, fmt.Sprintf("sum by (%s) (increase(%s%s))", groupLabels, b.sel(metricRTTN), w), cs, ce)
+	if err != nil {
+		return fmt.Errorf("querying probes answered: %w", err)
+	}
 	base := int(cs.Sub(b.o.From) / b.o.Step)
 	perDay := int(24 * time.Hour / b.o.Step)
 	for p, s := range sent {
-		l, q, j := lost[p], p95[p], jit[p]
+		l, q, j, a := lost[p], p95[p], jit[p], answered[p]
 		for i, snt := range s {
 			if math.IsNaN(snt) || snt < 0.5 {
 				continue // no probes counted: no data
@@ -295,7 +302,7 @@ func (b *builder) minutes(ctx context.Context, cs, ce time.Time) error {
 			st := stGood
 			lossPct := 100 * lst / snt
 			switch {
-			case lst >= snt*(1-1e-9):
+			case lst >= snt*(1-1e-9) || a != nil && !math.IsNaN(a[i]) && a[i] < 0.5:
 				st = stUnreachable
 			case lossPct > p.Objective.LossPercent+1e-9:
 				st = stLoss

@@ -35,6 +35,10 @@ type minuteOf struct {
 	sent, lost int
 	rtt        float64 // every answered probe took this long
 	jitter     float64
+	// replies, when set, overrides sent - lost: the agent decides a loss
+	// at the probe's timeout, so losses can be counted a minute late.
+	replies    int
+	setReplies bool
 }
 
 type group struct {
@@ -71,6 +75,10 @@ var scenario = []group{
 		minute: func(k int) minuteOf {
 			m := minuteOf{sent: 60, rtt: 0.16, jitter: 0.004}
 			switch {
+			case k == at(5, 3, 0): // outage starts: no reply, but two losses are decided next minute
+				m.lost, m.jitter, m.setReplies = 58, 0.01, true
+			case k == at(5, 3, 1):
+				m.lost, m.jitter, m.setReplies = 62, 0.01, true
 			case in(k, at(5, 3, 0), 45): // outage
 				m.lost, m.jitter = 60, 0.01
 			case in(k, at(5, 3, 45), 5): // heavy loss right after it: same window
@@ -152,6 +160,9 @@ func (g *group) cumulative() *cumulative {
 			return a[prev]
 		}
 		answered := float64(m.sent - m.lost)
+		if m.setReplies {
+			answered = float64(m.replies)
+		}
 		c.sent[s] = get(c.sent) + float64(m.sent)
 		c.lost[s] = get(c.lost) + float64(m.lost)
 		c.count[s] = get(c.count) + answered
