@@ -35,6 +35,7 @@ func checkConfig(ctx context.Context, stdout, stderr io.Writer, file, site strin
 		fmt.Fprintln(stderr, err)
 		return exitConfig
 	}
+	plan.Probes = append(plan.Probes, cfg.STAMPAgentSpecs(plan)...)
 	if cfg.AWS != nil {
 		found, err := discoverTargets(ctx, cfg, plan.Site, zap.NewNop())
 		if err != nil {
