@@ -22,6 +22,7 @@ func measureDelayError(t testing.TB, n int) (errs []time.Duration, lab *Lab) {
 	}
 	dst := netip.MustParseAddr("10.77.4.1")
 	r := listenUDP(t, lab.Site("ap-tokyo"), dst, 9100)
+	bigBuffer(t, r.conn)
 	s := dialUDP(t, lab.Site("us-east"), dst, 9100)
 	lab.ResetDelayError()
 	s.send(t, n, 64, 500*time.Microsecond)
