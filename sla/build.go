@@ -561,6 +561,9 @@ func rttOf(bk Buckets, sum, n float64) RTT {
 // site (MACsec series carry only the connection ID) and segment.
 func (b *builder) awsChanges() []AWSChange {
 	var out []AWSChange
+	// Several agents (or an HA pair of Prometheus jobs) may export the same
+	// AWS series under different instance labels: report each change once.
+	seen := map[AWSChange]bool{}
 	for _, e := range b.events {
 		l := e.labels
 		c := AWSChange{Time: e.t, Site: l["site"], Segment: l["segment"], From: fmtState(e.from), To: fmtState(e.to)}
@@ -578,7 +581,10 @@ func (b *builder) awsChanges() []AWSChange {
 			c.Resource = fmt.Sprintf("MACsec on connection %s", l["connection_id"])
 			c.Site = b.conn[l["connection_id"]]
 		}
-		out = append(out, c)
+		if !seen[c] {
+			seen[c] = true
+			out = append(out, c)
+		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
 	return out
