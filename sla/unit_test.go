@@ -194,3 +194,26 @@ func TestStepText(t *testing.T) {
 		}
 	}
 }
+
+// TestAWSChangesDedupe: the same BGP change exported by two agents (two
+// instance labels) is one change; a MACsec change gets its site from the
+// connection.
+func TestAWSChangesDedupe(t *testing.T) {
+	at := mustTime("2026-10-12T14:02:00Z")
+	bgp := func(instance string) map[string]string {
+		return map[string]string{"__name__": metricBGP, "instance": instance, "vif_id": "v1", "bgp_peer_id": "p1", "address_family": "ipv4", "peer_address": "169.254.0.1/30", "site": "b", "segment": "prod"}
+	}
+	b := &builder{conn: map[string]string{"dxcon-1": "a"}, events: []awsEvent{
+		{t: at, metric: metricBGP, labels: bgp("agent-1:9447"), from: 1, to: 0},
+		{t: at, metric: metricBGP, labels: bgp("agent-2:9447"), from: 1, to: 0},
+		{t: at, metric: metricMACsec, labels: map[string]string{"connection_id": "dxcon-1", "encryption_mode": "must_encrypt"}, from: 1, to: math.NaN()},
+		{t: at.Add(time.Minute), metric: metricVIF, labels: map[string]string{"vif_id": "v1", "vif_name": "x", "site": "b", "segment": "prod"}, from: 1, to: 1},
+	}}
+	got := b.awsChanges()
+	if len(got) != 3 {
+		t.Fatalf("%d changes, want 3: %+v", len(got), got)
+	}
+	if got[0].To != "down" || got[1].Site != "a" || got[1].To != "absent" || got[2].From != "flapped" {
+		t.Errorf("changes %+v", got)
+	}
+}
