@@ -45,6 +45,8 @@ type Lab struct {
 	// destination (e.g. a hop address, or IPv6 neighbour chatter).
 	unroutable atomic.Uint64
 
+	procsRaised bool
+
 	closeOnce sync.Once
 	closeErr  error
 	done      chan struct{}
@@ -142,10 +144,9 @@ func Start(ctx context.Context, topo Topology) (_ *Lab, err error) {
 	// thread often waits for a P held by an ordinary thread that the kernel
 	// has preempted, and packets leave milliseconds late on a loaded
 	// machine. Spare Ps cost nothing while idle, so make sure there is one
-	// per packet thread. Process-wide, but only ever raised.
-	if want := 2*len(l.sites) + 2; runtime.GOMAXPROCS(0) < want {
-		runtime.GOMAXPROCS(want)
-	}
+	// per packet thread, until the last lab of the process closes.
+	raiseProcs(2*len(l.sites) + 2)
+	l.procsRaised = true
 	for _, s := range l.sites {
 		rng := rand.New(rand.NewPCG(seed, uint64(s.idx)))
 		l.wg.Add(1)
@@ -569,6 +570,9 @@ func (l *Lab) Close() error {
 			}
 		}
 		l.wg.Wait()
+		if l.procsRaised {
+			restoreProcs()
+		}
 		for _, s := range l.sites {
 			if s.tun >= 0 {
 				unix.Close(s.tun)
@@ -731,4 +735,32 @@ func (l *Lab) SiteNames() []string {
 		out[i] = s.spec.Name
 	}
 	return out
+}
+
+// procs counts the running labs of the process, which share GOMAXPROCS
+// (a process-wide setting): the first raises it, the last restores it.
+var procs struct {
+	sync.Mutex
+	labs, prev int
+}
+
+func raiseProcs(want int) {
+	procs.Lock()
+	defer procs.Unlock()
+	if procs.labs == 0 {
+		procs.prev = runtime.GOMAXPROCS(0)
+	}
+	procs.labs++
+	if runtime.GOMAXPROCS(0) < want {
+		runtime.GOMAXPROCS(want)
+	}
+}
+
+func restoreProcs() {
+	procs.Lock()
+	defer procs.Unlock()
+	procs.labs--
+	if procs.labs == 0 {
+		runtime.GOMAXPROCS(procs.prev)
+	}
 }
