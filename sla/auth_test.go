@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/probed/probed/sla/slatest"
 )
 
 // bcrypt of "sla-secret" (cost 4), for Prometheus' basic_auth_users.
@@ -37,14 +39,14 @@ func TestTLSAndBasicAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := startPrometheus(t, blocks, web, hc)
-	if !strings.HasPrefix(srv.url, "https://") {
-		t.Fatalf("server URL %s", srv.url)
+	srv := slatest.StartPrometheus(t, blocks, web, hc)
+	if !strings.HasPrefix(srv.URL, "https://") {
+		t.Fatalf("server URL %s", srv.URL)
 	}
 	day := Options{From: mustTime("2026-10-05T00:00:00Z"), To: mustTime("2026-10-06T00:00:00Z"), Chunk: 6 * time.Hour, SLA: testSLA(t)}
 
 	t.Run("authorized", func(t *testing.T) {
-		c, err := NewClient(srv.url, hc)
+		c, err := NewClient(srv.URL, hc)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,12 +65,12 @@ func TestTLSAndBasicAuth(t *testing.T) {
 		name, url, clientCfg string
 		want                 []string
 	}{
-		{"wrong password", srv.url, write(t, dir, "bad.yml", "basic_auth:\n  username: probed\n  password: nope\ntls_config:\n  ca_file: "+caFile+"\n"),
+		{"wrong password", srv.URL, write(t, dir, "bad.yml", "basic_auth:\n  username: probed\n  password: nope\ntls_config:\n  ca_file: "+caFile+"\n"),
 			[]string{"401 Unauthorized", "check the credentials"}},
-		{"unknown CA", srv.url, write(t, dir, "noca.yml", "basic_auth:\n  username: probed\n  password: sla-secret\n"),
+		{"unknown CA", srv.URL, write(t, dir, "noca.yml", "basic_auth:\n  username: probed\n  password: sla-secret\n"),
 			[]string{"is unreachable", "certificate", "tls_config"}},
-		{"plain http", "http://" + srv.addr, good, []string{"not the Prometheus API", "is --prometheus.url right?"}},
-		{"closed port", "http://" + freePort(t), good, []string{"is unreachable", "connection refused", "is the server running"}},
+		{"plain http", "http://" + srv.Addr, good, []string{"not the Prometheus API", "is --prometheus.url right?"}},
+		{"closed port", "http://" + slatest.FreeAddr(t), good, []string{"is unreachable", "connection refused", "is the server running"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			hc, err := NewHTTPClient(c.clientCfg)
@@ -89,7 +91,7 @@ func TestTLSAndBasicAuth(t *testing.T) {
 	}
 
 	t.Run("period without data", func(t *testing.T) {
-		c, _ := NewClient(srv.url, hc)
+		c, _ := NewClient(srv.URL, hc)
 		_, err := Build(context.Background(), c, Options{From: mustTime("2025-01-01T00:00:00Z"), To: mustTime("2025-01-02T00:00:00Z")})
 		if err == nil || !strings.Contains(err.Error(), "has no probed_* metrics between 2025-01-01T00:00:00Z and 2025-01-02T00:00:00Z") {
 			t.Errorf("error %v", err)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/probed/probed/config"
+
+	"github.com/probed/probed/sla/slatest"
 )
 
 const testMesh = `
@@ -89,9 +91,9 @@ func checkBreaches(t *testing.T, p *Pair, want []wantBreach) {
 // monthReport runs the report over the planted month on a fresh Prometheus.
 func monthReport(t *testing.T) *Report {
 	t.Helper()
-	srv := startPrometheus(t, blocksDir(t), "", nil)
+	srv := slatest.StartPrometheus(t, blocksDir(t), "", nil)
 	ct := &countingTransport{}
-	c, err := NewClient(srv.url, &http.Client{Transport: ct})
+	c, err := NewClient(srv.URL, &http.Client{Transport: ct})
 	if err != nil {
 		t.Fatal(err)
 	}

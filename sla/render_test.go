@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/probed/probed/sla/slatest"
 )
 
 // checkRenders renders the planted month in every format and checks that
@@ -172,7 +174,7 @@ func checkRenders(t *testing.T, r *Report) {
 // network, in its own process group so nothing outlives the test.
 func chromium(t *testing.T, dir string, args ...string) string {
 	t.Helper()
-	bin := requireTool(t, "chromium")
+	bin := slatest.RequireTool(t, "chromium")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
