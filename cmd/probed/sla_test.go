@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/probed/probed/sla/slatest"
 )
 
 // TestSLACommandErrors checks the exit status and message of `probed sla`
@@ -54,5 +58,112 @@ func TestSLACommandErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("output file exists after a failure: %v", err)
+	}
+}
+
+// TestSLACommandReport runs `probed sla` end to end: three hours of one
+// pair scraped every 15s (with a 10-minute outage) go through promtool into
+// a real Prometheus, and the command writes the JSON and HTML reports with
+// the objective from the mesh file.
+func TestSLACommandReport(t *testing.T) {
+	promtool := slatest.RequireTool(t, "promtool")
+	dir := t.TempDir()
+	om := filepath.Join(dir, "data.om")
+	from := time.Date(2026, 10, 5, 0, 0, 0, 0, time.UTC)
+	var b strings.Builder
+	lbl := `{source_site="us-east",target_site="ap-tokyo",target="10.77.4.1",path="sitelink",segment="prod",protocol="icmp"}`
+	type point struct{ sent, lost, replies, sum float64 }
+	pts := make([]point, 3*240+1) // a sample every 15s, 15 probes between samples
+	for i := 1; i < len(pts); i++ {
+		p := pts[i-1]
+		p.sent += 15
+		if at := from.Add(time.Duration(i) * 15 * time.Second); at.After(from.Add(time.Hour)) && !at.After(from.Add(70*time.Minute)) {
+			p.lost += 15
+		} else {
+			p.replies += 15
+			p.sum += 15 * 0.16
+		}
+		pts[i] = p
+	}
+	for _, s := range []struct {
+		name string
+		v    func(p point) float64
+	}{
+		{"probed_probes_sent_total", func(p point) float64 { return p.sent }},
+		{"probed_probes_lost_total", func(p point) float64 { return p.lost }},
+		{`probed_rtt_seconds_bucket{le="0.1",`, func(p point) float64 { return 0 }},
+		{`probed_rtt_seconds_bucket{le="0.2",`, func(p point) float64 { return p.replies }},
+		{`probed_rtt_seconds_bucket{le="+Inf",`, func(p point) float64 { return p.replies }},
+		{"probed_rtt_seconds_count", func(p point) float64 { return p.replies }},
+		{"probed_rtt_seconds_sum", func(p point) float64 { return p.sum }},
+	} {
+		for i, p := range pts {
+			name, labels := s.name, lbl
+			if strings.HasSuffix(name, ",") {
+				name, labels = strings.TrimSuffix(name, ","), ","+lbl[1:]
+			}
+			fmt.Fprintf(&b, "%s%s %g %d\n", name, labels, s.v(p), from.Unix()+int64(i)*15)
+		}
+	}
+	b.WriteString("# EOF\n")
+	if err := os.WriteFile(om, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	blocks := filepath.Join(dir, "blocks")
+	if err := slatest.CreateBlocks(promtool, []string{om}, blocks); err != nil {
+		t.Fatal(err)
+	}
+	prom := slatest.StartPrometheus(t, blocks, "", nil)
+	mesh := filepath.Join(dir, "mesh.yaml")
+	os.WriteFile(mesh, []byte("sites:\n  - {name: us-east, targets: [{address: 127.0.0.1}]}\n  - {name: ap-tokyo, targets: [{address: 127.0.0.2}]}\n"+
+		"sla:\n  objectives:\n    - {source: us-east, target: ap-tokyo, availability: 99, rtt_p95: 200ms}\n"), 0o644)
+
+	out := filepath.Join(dir, "report.json")
+	f := slaFlags{promURL: prom.URL, from: "2026-10-05", to: "2026-10-05T03:00", cfgFile: mesh, format: "json", output: out, chunk: time.Hour, timeout: time.Minute}
+	var stdout, stderr bytes.Buffer
+	if code := slaReport(context.Background(), &stdout, &stderr, &f, time.Now()); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	var rep struct {
+		Pairs []struct {
+			Objective struct {
+				Availability float64 `json:"availability_percent"`
+				RTTP95       float64 `json:"rtt_p95_seconds"`
+			} `json:"objective"`
+			Minutes struct {
+				Good        int `json:"good"`
+				Bad         int `json:"bad"`
+				NoData      int `json:"no_data"`
+				Unreachable int `json:"unreachable"`
+				Total       int `json:"total"`
+			} `json:"minutes"`
+			Status   string `json:"status"`
+			Breaches []struct {
+				Start, End time.Time
+				Cause      string
+			} `json:"breaches"`
+		} `json:"pairs"`
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatalf("%v: %s", err, data)
+	}
+	if len(rep.Pairs) != 1 {
+		t.Fatalf("pairs: %s", data)
+	}
+	p := rep.Pairs[0]
+	if p.Objective.Availability != 99 || p.Objective.RTTP95 != 0.2 || p.Minutes.Good != 170 || p.Minutes.Bad != 10 || p.Minutes.Unreachable != 10 ||
+		p.Minutes.NoData != 0 || p.Minutes.Total != 180 || p.Status != "breached" || len(p.Breaches) != 1 ||
+		!p.Breaches[0].Start.Equal(from.Add(time.Hour)) || !p.Breaches[0].End.Equal(from.Add(70*time.Minute)) || p.Breaches[0].Cause != "unreachable" {
+		t.Errorf("report: %+v", p)
+	}
+
+	f.format, f.output = "html", ""
+	stdout.Reset()
+	if code := slaReport(context.Background(), &stdout, &stderr, &f, time.Now()); code != 0 || !strings.Contains(stdout.String(), `<svg class="chart chart-timeline"`) {
+		t.Errorf("html to stdout: exit %d, %d bytes, %s", code, stdout.Len(), stderr.String())
 	}
 }
