@@ -53,6 +53,17 @@ func median(d []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
+// acceptAndClose completes every handshake and hangs up, until ln closes.
+func acceptAndClose(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
 func TestLoopbackICMPAndTCP(t *testing.T) {
 	testutil.RequireRoot(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -60,15 +71,7 @@ func TestLoopbackICMPAndTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ln)
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	closed, _ := net.Listen("tcp", "127.0.0.1:0")
 	closedPort := uint16(closed.Addr().(*net.TCPAddr).Port)
@@ -155,15 +158,7 @@ func namespaceChild(t *testing.T, peerName string) {
 		t.Fatalf("listen in peer namespace: %v", err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ln)
 	recs := runEngine(t, zaptest.NewLogger(t), 1500*time.Millisecond,
 		spec("10.200.0.2", config.ProtoICMP, 0),
 		spec("fd00:200::2", config.ProtoICMP, 0),
