@@ -43,7 +43,7 @@ func TestTLSAndBasicAuth(t *testing.T) {
 	if !strings.HasPrefix(srv.URL, "https://") {
 		t.Fatalf("server URL %s", srv.URL)
 	}
-	day := Options{From: mustTime("2026-10-05T00:00:00Z"), To: mustTime("2026-10-06T00:00:00Z"), Chunk: 6 * time.Hour, SLA: testSLA(t)}
+	day := Options{From: mustTime("2026-10-05T00:00:00Z"), To: mustTime("2026-10-06T00:00:00Z"), Chunk: 6 * time.Hour, SLA: testSLA(t), Now: monthTo}
 
 	t.Run("authorized", func(t *testing.T) {
 		c, err := NewClient(srv.URL, hc)
@@ -90,9 +90,24 @@ func TestTLSAndBasicAuth(t *testing.T) {
 		})
 	}
 
+	t.Run("period cut at report time, nothing matched", func(t *testing.T) {
+		c, _ := NewClient(srv.URL, hc)
+		o := day
+		o.To, o.Now, o.Match = mustTime("2026-10-07T00:00:00Z"), mustTime("2026-10-05T12:00:30Z"), `source_site="nowhere"`
+		r, err := Build(context.Background(), c, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		notes := strings.Join(r.Notes, "\n")
+		if !r.To.Equal(mustTime("2026-10-05T12:00:00Z")) || len(r.Pairs) != 0 || !strings.Contains(notes, "cut at the report time, 2026-10-05 12:00 UTC") ||
+			!strings.Contains(notes, `No probe series matching source_site="nowhere" had data`) {
+			t.Errorf("to %s, %d pairs, notes %q", r.To, len(r.Pairs), notes)
+		}
+	})
+
 	t.Run("period without data", func(t *testing.T) {
 		c, _ := NewClient(srv.URL, hc)
-		_, err := Build(context.Background(), c, Options{From: mustTime("2025-01-01T00:00:00Z"), To: mustTime("2025-01-02T00:00:00Z")})
+		_, err := Build(context.Background(), c, Options{From: mustTime("2025-01-01T00:00:00Z"), To: mustTime("2025-01-02T00:00:00Z"), Now: monthTo})
 		if err == nil || !strings.Contains(err.Error(), "has no probed_* metrics between 2025-01-01T00:00:00Z and 2025-01-02T00:00:00Z") {
 			t.Errorf("error %v", err)
 		}

@@ -113,6 +113,12 @@ func Build(ctx context.Context, c *Client, o Options) (*Report, error) {
 		o.Now = time.Now()
 	}
 	o.From, o.To = o.From.UTC().Truncate(o.Step), o.To.UTC().Truncate(o.Step)
+	var notes []string
+	// The current month ends now: minutes still to come are not "no data".
+	if now := o.Now.UTC().Truncate(o.Step); o.To.After(now) {
+		notes = append(notes, fmt.Sprintf("The period was cut at the report time, %s UTC.", now.Format("2006-01-02 15:04")))
+		o.To = now
+	}
 	if !o.To.After(o.From) {
 		return nil, fmt.Errorf("empty period: from %s is not before to %s", o.From.Format(time.RFC3339), o.To.Format(time.RFC3339))
 	}
@@ -121,7 +127,7 @@ func Build(ctx context.Context, c *Client, o Options) (*Report, error) {
 		pairs: map[pairKey]*Pair{}, aws: map[string]*awsSeries{}, conn: map[string]string{},
 		rep: &Report{
 			Prometheus: c.URL(), Generated: o.Now.UTC(), From: o.From, To: o.To,
-			StepSeconds: o.Step.Seconds(), Definition: Definition,
+			StepSeconds: o.Step.Seconds(), Definition: Definition, Notes: notes,
 		},
 	}
 	for path := range o.SLA.AWSPathSet() {
@@ -485,6 +491,13 @@ func (b *builder) finish() {
 		r.Pairs = append(r.Pairs, p)
 	}
 	sortPairs(r.Pairs)
+	if len(r.Pairs) == 0 {
+		what := "No probe series"
+		if b.o.Match != "" {
+			what += " matching " + b.o.Match
+		}
+		r.Notes = append(r.Notes, what+" had data in the period.")
+	}
 	changes := b.awsChanges()
 	perDay := int(24 * time.Hour / b.o.Step)
 	for _, p := range r.Pairs {

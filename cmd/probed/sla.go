@@ -73,7 +73,7 @@ func slaReport(ctx context.Context, stdout, stderr io.Writer, f *slaFlags, now t
 	if err != nil {
 		return fail(exitConfig, "%v", err)
 	}
-	rep, err := sla.Build(ctx, client, sla.Options{From: start, To: end, Chunk: f.chunk, Match: f.match, SLA: objectives})
+	rep, err := sla.Build(ctx, client, sla.Options{From: start, To: end, Chunk: f.chunk, Match: f.match, SLA: objectives, Now: now})
 	if err != nil {
 		return fail(1, "%v", err)
 	}

@@ -121,7 +121,8 @@ func TestSLACommandReport(t *testing.T) {
 	out := filepath.Join(dir, "report.json")
 	f := slaFlags{promURL: prom.URL, from: "2026-10-05", to: "2026-10-05T03:00", cfgFile: mesh, format: "json", output: out, chunk: time.Hour, timeout: time.Minute}
 	var stdout, stderr bytes.Buffer
-	if code := slaReport(context.Background(), &stdout, &stderr, &f, time.Now()); code != 0 {
+	reportTime := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	if code := slaReport(context.Background(), &stdout, &stderr, &f, reportTime); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	var rep struct {
@@ -163,7 +164,7 @@ func TestSLACommandReport(t *testing.T) {
 
 	f.format, f.output = "html", ""
 	stdout.Reset()
-	if code := slaReport(context.Background(), &stdout, &stderr, &f, time.Now()); code != 0 || !strings.Contains(stdout.String(), `<svg class="chart chart-timeline"`) {
+	if code := slaReport(context.Background(), &stdout, &stderr, &f, reportTime); code != 0 || !strings.Contains(stdout.String(), `<svg class="chart chart-timeline"`) {
 		t.Errorf("html to stdout: exit %d, %d bytes, %s", code, stdout.Len(), stderr.String())
 	}
 }
