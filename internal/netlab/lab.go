@@ -427,8 +427,7 @@ func acceptAndClose(ln net.Listener) {
 // Like the output side it owns a real-time thread, so a packet's send time
 // is taken as soon as the kernel queues it, even on a loaded machine.
 func (l *Lab) input(s *siteRT, rng *rand.Rand) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	runtime.LockOSThread() // never unlocked: see outQueue.run
 	setRealtime()
 	buf := make([]byte, 65536)
 	fds := []unix.PollFd{{Fd: int32(s.tun), Events: unix.POLLIN}, {Fd: int32(s.stop), Events: unix.POLLIN}}

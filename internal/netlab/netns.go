@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -76,13 +78,15 @@ func createNetNS(name string) (*netns, error) {
 	return &netns{name: name, fd: fd, lock: lf}, nil
 }
 
-// remove deletes the namespace, then releases its lock.
+// remove kills what still runs inside the namespace (e.g. an agent whose
+// test forgot it), deletes the namespace, then releases its lock.
 func (n *netns) remove() error {
 	if n.fd < 0 {
 		return nil // already removed
 	}
 	unix.Close(n.fd)
 	n.fd = -1
+	killInside(n.name)
 	var err error
 	if out, e := exec.Command("ip", "netns", "del", n.name).CombinedOutput(); e != nil {
 		err = fmt.Errorf("ip netns del %s: %v: %s", n.name, e, strings.TrimSpace(string(out)))
@@ -139,6 +143,9 @@ func CleanStale() ([]string, error) {
 			lf.Close() // a live lab owns it
 			continue
 		}
+		// Processes of a crashed lab (agents) would otherwise live on
+		// in a namespace without a network.
+		killInside(name)
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
 			errs = append(errs, fmt.Errorf("ip netns del %s: %v: %s", name, err, strings.TrimSpace(string(out))))
 		} else {
@@ -148,4 +155,26 @@ func CleanStale() ([]string, error) {
 		lf.Close()
 	}
 	return removed, errors.Join(errs...)
+}
+
+// killInside SIGKILLs every process in the lab namespace name (only ever
+// called for names with NSPrefix that this lab owns or found stale) and
+// waits briefly for them to go.
+func killInside(name string) {
+	if !strings.HasPrefix(name, NSPrefix) {
+		return
+	}
+	for range 50 {
+		out, err := exec.Command("ip", "netns", "pids", name).Output()
+		pids := strings.Fields(string(out))
+		if err != nil || len(pids) == 0 {
+			return
+		}
+		for _, p := range pids {
+			if pid, err := strconv.Atoi(p); err == nil && pid > 1 && pid != os.Getpid() {
+				_ = unix.Kill(pid, unix.SIGKILL)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -105,8 +105,10 @@ func (q *outQueue) arm(due int64) {
 // run delivers packets until close. It owns its OS thread.
 func (q *outQueue) run() {
 	defer close(q.stopped)
+	// The thread is never unlocked: it ends with this goroutine, so its
+	// real-time policy can never pass to other goroutines or to processes
+	// they start.
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	setRealtime()
 	var tick [8]byte
 	var batch []queuedPacket
@@ -159,7 +161,8 @@ func (q *outQueue) close() {
 }
 
 // setRealtime gives the calling thread SCHED_FIFO priority when allowed;
-// without it the lab still works, only with a larger delay error.
+// without it the lab still works, only with a larger delay error. Only
+// call it on a thread locked for good (never unlocked).
 func setRealtime() {
 	_ = unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: rtPriority}, 0)
 }

@@ -1,10 +1,13 @@
 package netlab
 
 import (
+	"context"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,5 +155,51 @@ func TestCleanStaleTouchesOnlyDeadLabNamespaces(t *testing.T) {
 	}
 	if exists(live.name) {
 		t.Errorf("remove left %s", live.name)
+	}
+}
+
+// TestCloseLeavesNothing checks that Close kills what runs inside the lab
+// and that no thread keeps the packet threads' real-time policy afterwards
+// (a reused thread would hand SCHED_FIFO to every process started from it).
+func TestCloseLeavesNothing(t *testing.T) {
+	topo, err := DefaultTopology().Subset("us-east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := StartT(t, topo)
+	cmd := lab.Site("us-east").Command(context.Background(), "sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	ns := lab.Site("us-east").NetNS()
+	if err := lab.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("a process inside %s survived Close", ns)
+	}
+	if _, err := os.Stat("/run/netns/" + ns); err == nil {
+		t.Errorf("namespace %s survived Close", ns)
+	}
+	for i := range 50 {
+		c := exec.Command("sleep", "5")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Process.Pid))
+		_ = c.Process.Kill()
+		_ = c.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Field 41 (policy) counted after the ")" closing the command name.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+		if f[41-3] != "0" {
+			t.Fatalf("child %d started after Close runs with scheduling policy %s, want 0 (SCHED_OTHER)", i, f[41-3])
+		}
 	}
 }
