@@ -564,6 +564,14 @@ func (b *builder) finish() {
 		p.Breaches = b.breaches(p, changes)
 	}
 	r.Comparisons = b.compare()
+	sum, n := 0.0, 0
+	for _, c := range r.Comparisons {
+		if c.DiffPercent.Valid() {
+			sum += float64(c.DiffPercent)
+			n++
+		}
+	}
+	r.PathDiffPercent = ratio(sum, float64(n))
 }
 
 func rttOf(bk Buckets, sum, n float64) RTT {

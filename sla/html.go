@@ -242,9 +242,10 @@ func trimFloat(v float64) string {
 var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 	"ms": fmtMs, "pct": fmtPct, "signed": fmtSigned, "time": fmtTime, "dur": fmtDur, "objective": objectiveText,
 	"availabilityChart": availabilityChart, "rttChart": rttChart, "timelineChart": timelineChart, "compareChart": compareChart,
-	"aws":   func(b *Breach, r *Report, p *Pair) string { return awsText(b, r.AWSState, p.awsPath(r)) },
-	"color": func(c string) template.CSS { return template.CSS("color:" + causeColor[c]) },
-	"join":  strings.Join,
+	"aws":      func(b *Breach, r *Report, p *Pair) string { return awsText(b, r.AWSState, p.awsPath(r)) },
+	"color":    func(c string) template.CSS { return template.CSS("color:" + causeColor[c]) },
+	"join":     strings.Join,
+	"headline": pathHeadline,
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -284,6 +285,7 @@ svg .legend{font-size:12px}details{margin:.3em 0}
 <table><tr><th class="l">Pair</th><th class="l">Segment</th><th>sitelink mean</th><th>mpls mean</th><th>Difference</th><th class="l">Better</th><th>Days sitelink better</th><th>Days mpls better</th></tr>
 {{range .R.Comparisons}}<tr><td class="l">{{.Source}} → {{.Target}}</td><td class="l">{{.Segment}}</td><td>{{ms .SitelinkMeanSeconds}}</td><td>{{ms .MPLSMeanSeconds}}</td><td>{{signed .DiffPercent}}</td><td class="l">{{.Better}}</td><td>{{.DaysSitelinkBetter}}</td><td>{{.DaysMPLSBetter}}</td></tr>
 {{end}}</table>
+<p class="headline">{{headline .R}}</p>
 {{range .R.Comparisons}}<h3>{{.Source}} → {{.Target}} {{.Segment}}: daily difference</h3>
 {{compareChart .}}
 <details><summary>Per day</summary><table><tr><th class="l">Date</th><th>sitelink</th><th>mpls</th><th>Difference</th><th class="l">Better</th></tr>

@@ -86,6 +86,24 @@ func awsText(b *Breach, awsState bool, awsPath bool) string {
 	return "yes: " + strings.Join(parts, "; ")
 }
 
+// pathHeadline answers "did the move to SiteLink deliver?" in one sentence.
+func pathHeadline(r *Report) string {
+	d := r.PathDiffPercent
+	over := fmt.Sprintf("Over the %d compared pairs", len(r.Comparisons))
+	if len(r.Comparisons) == 1 {
+		over = "For the one compared pair"
+	}
+	switch {
+	case !d.Valid():
+		return "No pair had RTT data on both paths."
+	case d < 0:
+		return fmt.Sprintf("%s, sitelink's mean RTT was %.2f %% lower than mpls (average of the pairs' differences).", over, -float64(d))
+	case d > 0:
+		return fmt.Sprintf("%s, sitelink's mean RTT was %.2f %% higher than mpls (average of the pairs' differences).", over, float64(d))
+	}
+	return over + ", sitelink and mpls had the same mean RTT."
+}
+
 // stepText prints the judged interval as "1m" rather than "1m0s".
 func stepText(r *Report) string {
 	s := (time.Duration(r.StepSeconds) * time.Second).String()
@@ -134,6 +152,7 @@ func renderMarkdown(w io.Writer, r *Report) error {
 			p("| %s → %s | %s | %s | %s | %s | %s | %d | %d |\n", c.Source, c.Target, c.Segment, fmtMs(c.SitelinkMeanSeconds), fmtMs(c.MPLSMeanSeconds),
 				fmtSigned(c.DiffPercent), c.Better, c.DaysSitelinkBetter, c.DaysMPLSBetter)
 		}
+		p("\n%s\n", pathHeadline(r))
 		for _, c := range r.Comparisons {
 			p("\n### %s → %s %s, per day\n\n| Date | sitelink mean | mpls mean | Difference | Better |\n|---|---:|---:|---:|---|\n", c.Source, c.Target, c.Segment)
 			for _, d := range c.Days {

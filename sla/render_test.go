@@ -53,6 +53,7 @@ func checkRenders(t *testing.T, r *Report) {
 			"| 2026-10-10 10:00 | 2026-10-10 12:00 | 2h00m | latency | no |",
 			"| us-east → us-west | prod | 71.48 ms | 70.00 ms | +2.11 % | mpls | 18 | 13 |",
 			"| 2026-10-01 | 60.00 ms | 70.00 ms | -14.29 % | sitelink |",
+			"For the one compared pair, sitelink's mean RTT was 2.11 % higher than mpls",
 		} {
 			if !strings.Contains(md, want) {
 				t.Errorf("markdown lacks %q", want)

@@ -24,7 +24,10 @@ type Report struct {
 	AWSPaths    []string      `json:"aws_paths"`
 	Pairs       []*Pair       `json:"pairs"`
 	Comparisons []*Comparison `json:"path_comparisons"`
-	Notes       []string      `json:"notes"`
+	// PathDiffPercent is the average of the comparisons' differences: how
+	// much faster (negative) or slower sitelink was than mpls overall.
+	PathDiffPercent Num      `json:"path_difference_percent"`
+	Notes           []string `json:"notes"`
 }
 
 // Minutes counts the minutes of a period by outcome.
