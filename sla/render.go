@@ -259,6 +259,9 @@ func renderCSV(w io.Writer, r *Report) error {
 			rows = append(rows, []string{"comparison_day", c.Source, c.Target, c.Segment, d.Date, csvNum(d.SitelinkMeanSeconds), csvNum(d.MPLSMeanSeconds), csvNum(d.DiffPercent), d.Better})
 		}
 	}
+	if len(r.Comparisons) > 0 {
+		rows = append(rows, []string{"comparison_all", "", "", "", "period", "", "", csvNum(r.PathDiffPercent), ""})
+	}
 	for _, row := range rows {
 		if row == nil {
 			if err := cw.Write([]string{}); err != nil {

@@ -84,7 +84,7 @@ func checkRenders(t *testing.T, r *Report) {
 				t.Errorf("sydney breach csv row %v", row)
 			}
 		}
-		if count["pair"] != 4 || count["breach"] != 5 || count["day"] != 4*31 || count["comparison"] != 1 || count["comparison_day"] != 31 || count["section"] != 4 {
+		if count["pair"] != 4 || count["breach"] != 5 || count["day"] != 4*31 || count["comparison"] != 1 || count["comparison_day"] != 31 || count["comparison_all"] != 1 || count["section"] != 4 {
 			t.Errorf("csv sections: %v", count)
 		}
 	})
