@@ -210,13 +210,13 @@ func (p *Pair) awsPath(r *Report) bool {
 	return false
 }
 
-// csvNum writes 12 significant digits: enough for any figure here, and it
+// csvNum writes 10 significant digits: enough for any figure here, and it
 // hides the float noise of summed counter increases (0.08999999999990299).
 func csvNum(n Num) string {
 	if !n.Valid() {
 		return ""
 	}
-	return strconv.FormatFloat(float64(n), 'g', 12, 64)
+	return strconv.FormatFloat(float64(n), 'g', 10, 64)
 }
 
 // renderCSV writes four sections (pair, breach, day, comparison_day), each

@@ -76,7 +76,7 @@ func checkRenders(t *testing.T, r *Report) {
 		for _, row := range rows {
 			count[row[0]]++
 			if row[0] == "pair" && row[2] == "ap-tokyo" {
-				if row[8] != "99.8207885305" || row[10] != "44560" || row[11] != "80" || row[12] != "0" {
+				if row[8] != "99.82078853" || row[10] != "44560" || row[11] != "80" || row[12] != "0" {
 					t.Errorf("tokyo csv row %v", row)
 				}
 			}
