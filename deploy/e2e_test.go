@@ -175,6 +175,14 @@ func TestEndToEndAlerting(t *testing.T) {
 	setDown(t, lab, "us-east", "us-central", false)
 	resolved := waitHook(t, hook, 3*time.Minute, "ProbedPeerUnreachable", "resolved", unreachable)
 	t.Logf("restore -> ProbedPeerUnreachable resolved: %v", resolved.at.Sub(restore).Round(100*time.Millisecond))
+	// The outage's losses stay in the 5m loss window after recovery; they
+	// must not page once the inhibiting alert is gone.
+	time.Sleep(5 * time.Second)
+	for _, lbl := range []map[string]string{unreachable, {"source_site": "us-central", "target_site": "us-east", "path": "sitelink"}} {
+		if n, ok := hook.find("ProbedPacketLossHigh", "firing", lbl); ok {
+			t.Errorf("loss of the recovered pair paged after recovery (%s, %v)", n.Receiver, lbl)
+		}
+	}
 	t.Logf("delivered: %s", strings.Join(hook.delivered(), "; "))
 }
 
