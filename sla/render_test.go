@@ -33,8 +33,15 @@ func checkRenders(t *testing.T, r *Report) {
 	}
 	// PROBED_SLA_WRITE_DOCS=docs regenerates the sample reports in docs/.
 	if dir := os.Getenv("PROBED_SLA_WRITE_DOCS"); dir != "" {
+		// A fixed server name keeps the samples stable between runs.
+		doc := *r
+		doc.Prometheus = "http://prometheus:9090"
 		for f, ext := range map[string]string{"markdown": "md", "html": "html", "json": "json", "csv": "csv"} {
-			if err := os.WriteFile(filepath.Join(dir, "sla-sample."+ext), out[f], 0o644); err != nil {
+			var b bytes.Buffer
+			if err := Render(&b, &doc, f); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "sla-sample."+ext), b.Bytes(), 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
