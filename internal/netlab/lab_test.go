@@ -268,7 +268,7 @@ func TestLab(t *testing.T) {
 				if err != nil {
 					t.Fatalf("v6=%v ttl=%d: no ICMP: %v", v6, k, err)
 				}
-				rtt := time.Since(start)
+				rtt := m.at.Sub(start)
 				want := (fwd + rev) * time.Duration(k) / 4
 				wantTyp := 11
 				if v6 {
@@ -285,8 +285,8 @@ func TestLab(t *testing.T) {
 				if !m.quotes(s.conn) {
 					t.Errorf("v6=%v ttl=%d: the error does not quote the probe's UDP header", v6, k)
 				}
-				// Measured with user-space clocks on both ends: 2 ms
-				// covers the test goroutines' scheduling.
+				// From the user-space clock before the send to the kernel's
+				// receive timestamp: 2 ms covers the sending goroutine.
 				if rtt < want || rtt > want+2*time.Millisecond {
 					t.Errorf("v6=%v ttl=%d: answer after %v, want %v (+2ms)", v6, k, rtt, want)
 				}
@@ -465,6 +465,7 @@ type icmpListener struct {
 }
 
 type icmpMsg struct {
+	at         time.Time // kernel receive timestamp
 	from       netip.Addr
 	typ, code  int
 	mtu        int
@@ -482,24 +483,44 @@ func listenICMP(t testing.TB, s *Site, v6 bool) *icmpListener {
 		t.Fatalf("raw ICMP socket in %s: %v", s.Name(), err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	return &icmpListener{conn: pc.(*net.IPConn), v6: v6}
+	c := pc.(*net.IPConn)
+	if err := control(c, func(fd int) error {
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return &icmpListener{conn: c, v6: v6}
 }
 
 // next returns the next ICMP error (echo traffic is skipped).
 func (l *icmpListener) next(timeout time.Duration) (icmpMsg, error) {
 	b := make([]byte, 2048)
+	oob := make([]byte, 128)
 	deadline := time.Now().Add(timeout)
 	for {
 		l.conn.SetReadDeadline(deadline)
-		n, from, err := l.conn.ReadFrom(b)
+		n, oobn, _, from, err := l.conn.ReadMsgIP(b, oob)
 		if err != nil {
 			return icmpMsg{}, err
+		}
+		if !l.v6 && n >= 20 {
+			// Raw IPv4 sockets hand over the IP header too.
+			ihl := int(b[0]&0x0f) * 4
+			copy(b, b[ihl:n])
+			n -= ihl
 		}
 		if n < 8 {
 			continue
 		}
-		m := icmpMsg{typ: int(b[0]), code: int(b[1])}
-		m.from, _ = netip.AddrFromSlice(from.(*net.IPAddr).IP)
+		m := icmpMsg{typ: int(b[0]), code: int(b[1]), at: time.Now()}
+		if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+			for _, cm := range msgs {
+				if cm.Header.Level == unix.SOL_SOCKET && cm.Header.Type == unix.SCM_TIMESTAMPNS && len(cm.Data) >= 16 {
+					m.at = time.Unix(int64(binary.NativeEndian.Uint64(cm.Data)), int64(binary.NativeEndian.Uint64(cm.Data[8:])))
+				}
+			}
+		}
+		m.from, _ = netip.AddrFromSlice(from.IP)
 		m.from = m.from.Unmap()
 		isErr := (!l.v6 && (m.typ == 3 || m.typ == 11)) || (l.v6 && m.typ < 128)
 		if !isErr {
