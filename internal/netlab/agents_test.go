@@ -72,7 +72,7 @@ func TestAgentsMeasureTheMesh(t *testing.T) {
 
 	t.Run("RTT of every pair, path, family and protocol", func(t *testing.T) {
 		s1 := scrapeAll(t, agents)
-		samples := rttSamples(t, agents, 10*time.Second, interval)
+		samples := rttSamples(t, agents, 15*time.Second, interval)
 		s2 := scrapeAll(t, agents)
 		cnt1, cnt2 := values(s1, "probed_rtt_seconds_count"), values(s2, "probed_rtt_seconds_count")
 		sum1, sum2 := values(s1, "probed_rtt_seconds_sum"), values(s2, "probed_rtt_seconds_sum")
@@ -94,7 +94,7 @@ func TestAgentsMeasureTheMesh(t *testing.T) {
 		for _, k := range keys {
 			n := cnt2[k] - cnt1[k]
 			if len(samples[k]) < 10 {
-				t.Errorf("%v: only %d samples in 10 s", k, len(samples[k]))
+				t.Errorf("%v: only %d samples in 15 s", k, len(samples[k]))
 				continue
 			}
 			med := median(samples[k])
@@ -116,7 +116,7 @@ func TestAgentsMeasureTheMesh(t *testing.T) {
 				t.Errorf("%v: %v of %v probes lost on a lossless path", k, l, n+l)
 			}
 		}
-		t.Logf("configured vs measured RTT (median of per-scrape means, scrapes twice per interval, over 10 s; mean over all probes):\n%s", table.String())
+		t.Logf("configured vs measured RTT (median of per-scrape means, scrapes twice per interval, over 15 s; mean over all probes):\n%s", table.String())
 		t.Logf("worst pair: %v off by %v; median of all diffs %v; emulator scheduling error so far: %+v",
 			worstKey, worst, time.Duration(median(diffs)*1e9), lab.DelayError())
 		// sitelink and mpls of one peer report their own latencies.
