@@ -115,7 +115,7 @@ func TestAgentsMeasureTheMesh(t *testing.T) {
 			// shared machine, which costs every series of that agent one
 			// probe per stall. More than two is not that.
 			if l := lost2[k] - lost1[k]; l > 2 {
-				t.Errorf("%v: %v of %v probes lost on a lossless path", k, l, n+l)
+				t.Errorf("%v: %v of %v probes lost on a lossless path (errors by reason: %v)", k, l, n+l, reasons(s2, k))
 			}
 		}
 		for _, lk := range lab.Links() {
@@ -247,4 +247,15 @@ func TestAgentsMeasureTheMesh(t *testing.T) {
 			t.Errorf("target_up took %v to recover, want <= %v", cameBack, upBound)
 		}
 	})
+}
+
+// reasons lists probed_probe_errors_total of one series by reason.
+func reasons(ss []sample, k seriesKey) map[string]float64 {
+	out := map[string]float64{}
+	for _, s := range ss {
+		if s.name == "probed_probe_errors_total" && keyOf(s) == k {
+			out[s.l("reason")] = s.value
+		}
+	}
+	return out
 }
