@@ -16,7 +16,8 @@
 # Use --network host when probes must leave from the host's own addresses
 # and the STAMP reflector must be reachable on the agent address.
 
-ARG GO_VERSION=1.26
+# Keep equal to the go directive of go.mod (deploy/binary_test.go checks it).
+ARG GO_VERSION=1.26.8
 
 FROM golang:${GO_VERSION} AS build
 WORKDIR /src

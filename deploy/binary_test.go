@@ -161,6 +161,25 @@ func TestDockerfile(t *testing.T) {
 	if len(expose) != 1 || expose[0] != "9447" {
 		t.Errorf("EXPOSE %v, want 9447", expose)
 	}
+	// The build stage's Go is the one go.mod asks for (no toolchain
+	// download inside the build).
+	gomod, err := os.ReadFile(filepath.Join(repoRoot, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	goVersion := regexp.MustCompile(`(?m)^go (\S+)$`).FindSubmatch(gomod)
+	argVersion := ""
+	for _, in := range ins {
+		if in.Cmd == "ARG" && strings.HasPrefix(in.Args, "GO_VERSION=") {
+			argVersion = strings.TrimPrefix(in.Args, "GO_VERSION=")
+		}
+	}
+	if goVersion == nil || argVersion != string(goVersion[1]) {
+		t.Errorf("Dockerfile ARG GO_VERSION=%s, go.mod says go %s", argVersion, goVersion)
+	}
+	if !strings.Contains(froms[0], "golang:${GO_VERSION}") {
+		t.Errorf("build stage %q does not use GO_VERSION", froms[0])
+	}
 	b := dockerBuildCommand(t)
 	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "./cmd/probed", "-o /out/probed", "main.version=${VERSION}"} {
 		if !strings.Contains(b, want) {
