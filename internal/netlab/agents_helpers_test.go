@@ -28,6 +28,15 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the probed binary the agent tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildBin != "" {
+		os.RemoveAll(filepath.Dir(buildBin))
+	}
+	os.Exit(code)
+}
+
 // probedBinary builds ./cmd/probed once per test process.
 func probedBinary(t testing.TB) string {
 	t.Helper()
