@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -28,9 +30,12 @@ type NetNS struct {
 func NewNetNS(t testing.TB) *NetNS {
 	t.Helper()
 	RequireRoot(t)
-	b := make([]byte, 4)
+	cleanStaleOnce.Do(CleanStale)
+	b := make([]byte, 3)
 	_, _ = rand.Read(b)
-	name := NSPrefix + hex.EncodeToString(b)
+	// The owner's PID is in the name, so a later run can tell a namespace
+	// leaked by a killed test process from one still in use.
+	name := fmt.Sprintf("%s%d-%s", NSPrefix, os.Getpid(), hex.EncodeToString(b))
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
 	}
@@ -87,13 +92,22 @@ func (ns *NetNS) Do(f func() error) error {
 	return <-errc
 }
 
-// CleanStale removes namespaces left by an earlier crashed test run.
+var cleanStaleOnce sync.Once
+
+// CleanStale removes namespaces left by test processes that no longer run
+// (killed before their cleanup). Namespaces of live processes are kept.
 func CleanStale() {
 	entries, _ := os.ReadDir("/run/netns")
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), NSPrefix) {
-			_ = exec.Command("ip", "netns", "del", e.Name()).Run()
+		name := e.Name()
+		if !strings.HasPrefix(name, NSPrefix) {
+			continue
 		}
+		pid, _, _ := strings.Cut(strings.TrimPrefix(name, NSPrefix), "-")
+		if n, err := strconv.Atoi(pid); err == nil && unix.Kill(n, 0) == nil {
+			continue // its test process is still running
+		}
+		_ = exec.Command("ip", "netns", "del", name).Run()
 	}
 }
 
