@@ -21,7 +21,10 @@ test:
 	$(GO) test -count=1 -p 1 -timeout 28m ./...
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./probe/... ./exporter/...
+	$(GO) test -run '^$$' -bench . -benchmem ./probe/... ./exporter/... ./awsstate/... ./sla/...
+	$(GO) test -run '^$$' -bench DelayError -benchtime=4000x ./internal/netlab
 
+# The 7-site WAN lab with one probed per site, the AWS test server and (if
+# installed) Prometheus on 127.0.0.1:9490. Needs root (namespaces, TUN).
 demo:
 	$(GO) run ./cmd/netlab demo

@@ -199,9 +199,19 @@ func withAWSSection(mesh, dir string) (string, error) {
 // startPrometheus runs a Prometheus that scrapes the seven forwarded agents.
 func startPrometheus(bin, dir, listen string, basePort int, lab *netlab.Lab) (*exec.Cmd, error) {
 	var b strings.Builder
-	b.WriteString("global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\nscrape_configs:\n  - job_name: probed\n    static_configs:\n")
+	b.WriteString("global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n")
+	// The project's recording and alerting rules, when run from the repository.
+	if rules, _ := filepath.Glob("deploy/prometheus/*.rules.yml"); len(rules) > 0 {
+		b.WriteString("rule_files:\n")
+		for _, r := range rules {
+			abs, _ := filepath.Abs(r)
+			fmt.Fprintf(&b, "  - %s\n", abs)
+		}
+	}
+	b.WriteString("scrape_configs:\n  - job_name: probed\n    static_configs:\n")
 	for i, s := range lab.Sites() {
-		fmt.Fprintf(&b, "      - targets: ['127.0.0.1:%d']\n        labels: {site: %s}\n", basePort+i+1, s.Name())
+		// agent_site, not site: the AWS series carry their own site label.
+		fmt.Fprintf(&b, "      - targets: ['127.0.0.1:%d']\n        labels: {agent_site: %s}\n", basePort+i+1, s.Name())
 	}
 	cfg := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
