@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -314,7 +315,7 @@ func histogramProto(s *snapshot, native *[nativeBuckets]uint32, zero uint64) *dt
 
 // metricsHandler serves the registry's families plus the per-target ones,
 // in whichever format the scraper asks for.
-func metricsHandler(reg *prometheus.Registry, m *Metrics, log *zap.Logger) http.Handler {
+func metricsHandler(reg *prometheus.Registry, m *Metrics, log *zap.Logger, procs *Procs) http.Handler {
 	sem := make(chan struct{}, 2)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -323,6 +324,7 @@ func metricsHandler(reg *prometheus.Registry, m *Metrics, log *zap.Logger) http.
 		case <-r.Context().Done():
 			return
 		}
+		defer procs.scrape()()
 		families, err := reg.Gather()
 		if err != nil {
 			log.Warn("gathering metrics", zap.Error(err))
@@ -373,4 +375,43 @@ func gzipAccepted(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// Procs manages GOMAXPROCS for the agent. Its steady work — the scheduler
+// and the reply readers — is a few goroutines waking every couple of
+// milliseconds; a second P only adds cross-CPU wake-ups and idle spinning
+// (measured at 10,000 targets: 0.18 cores with two Ps, 0.115 with one). A
+// scrape is the one burst of work, so it gets a P of its own while it runs
+// and never delays the probes.
+type Procs struct {
+	mu     sync.Mutex
+	base   int // steady GOMAXPROCS; 0: leave the runtime alone
+	active int
+}
+
+// NewProcs returns a manager that runs on base Ps and adds one per
+// concurrent scrape (up to the CPUs available). base 0 disables it.
+func NewProcs(base int) *Procs {
+	p := &Procs{base: base}
+	if base > 0 {
+		runtime.GOMAXPROCS(base)
+	}
+	return p
+}
+
+// scrape raises GOMAXPROCS for one scrape; call the returned func when done.
+func (p *Procs) scrape() func() {
+	if p == nil || p.base == 0 || runtime.NumCPU() <= p.base {
+		return func() {}
+	}
+	p.mu.Lock()
+	p.active++
+	runtime.GOMAXPROCS(min(p.base+p.active, runtime.NumCPU()))
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		p.active--
+		runtime.GOMAXPROCS(min(p.base+p.active, runtime.NumCPU()))
+		p.mu.Unlock()
+	}
 }

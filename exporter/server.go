@@ -26,10 +26,10 @@ type Server struct {
 }
 
 // NewServer builds the HTTP handlers. reload is called by POST /-/reload.
-func NewServer(reg *prometheus.Registry, m *Metrics, log *zap.Logger, reload func() error) *Server {
+func NewServer(reg *prometheus.Registry, m *Metrics, log *zap.Logger, procs *Procs, reload func() error) *Server {
 	s := &Server{Mux: http.NewServeMux(), log: log, reload: reload}
 	s.reason.Store("starting")
-	s.Mux.Handle("/metrics", metricsHandler(reg, m, log))
+	s.Mux.Handle("/metrics", metricsHandler(reg, m, log, procs))
 	s.Mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "Healthy")
 	})

@@ -18,7 +18,7 @@ import (
 
 // tick is the scheduler's resolution: probes due within the same tick leave
 // together, so 10,000 targets at 1 s cost at most 1,000 wake-ups a second.
-const tick = time.Millisecond
+const tick = 2 * time.Millisecond
 
 // prober is one protocol's sender. A second implementation of each exists
 // (ICMP, TCP), hence the interface.

@@ -312,7 +312,7 @@ func (c *icmpConn) readLoop() {
 // coalesce is how long the reader lets replies accumulate; expiryGrace is
 // the margin expire adds to deadlines to cover it.
 const (
-	coalesce    = time.Millisecond
+	coalesce    = 2 * time.Millisecond
 	expiryGrace = int64(5 * time.Millisecond)
 )
 

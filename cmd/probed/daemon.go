@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"syscall"
 
@@ -89,7 +90,14 @@ func runDaemon(ctx context.Context, f *daemonFlags) int {
 	a.metrics = exporter.NewMetrics(reg, log)
 	a.engine = probe.New(log, a.metrics)
 	a.agentM = exporter.NewAgentMetrics(reg, version, a.engine.Targets)
-	srv := exporter.NewServer(reg, a.metrics, log, func() error { return a.load(ctx, false) })
+	// One P for the probing, one more per scrape, unless the operator set
+	// GOMAXPROCS (see exporter.Procs for the measurements behind this).
+	base := 1
+	if os.Getenv("GOMAXPROCS") != "" {
+		base = 0
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0)) // for in-process tests
+	srv := exporter.NewServer(reg, a.metrics, log, exporter.NewProcs(base), func() error { return a.load(ctx, false) })
 	a.features = newFeatures(ctx, &deps{Logger: log, Registry: reg, Mux: srv.Mux, Site: f.site})
 	for _, ft := range a.features {
 		if n, ok := ft.(changeNotifier); ok {

@@ -254,6 +254,13 @@ func setOptions(fd int, k Key, mode Mode, id uint16) error {
 		}
 	}
 	if mode == Raw {
+		// The kernel's type filter runs before a packet is cloned for the
+		// socket (the BPF filter below runs after): every ICMP packet on
+		// the host, our own echo requests included, would otherwise cost
+		// a clone.
+		if err := setTypeFilter(fd, k.V6); err != nil {
+			return fmt.Errorf("setting the ICMP type filter: %w", err)
+		}
 		// Let only echo replies and errors reach user space: on loopback
 		// a raw socket also sees our own echo requests.
 		prog, err := filter(k.V6)
@@ -296,6 +303,27 @@ func filter(v6 bool) ([]bpf.RawInstruction, error) {
 		}
 	}
 	return bpf.Assemble(prog)
+}
+
+// setTypeFilter passes only echo replies and the errors a probe can cause
+// (ICMP_FILTER / ICMP6_FILTER: a set bit blocks that type).
+func setTypeFilter(fd int, v6 bool) error {
+	if v6 {
+		var f [8]uint32
+		for i := range f {
+			f[i] = ^uint32(0)
+		}
+		for _, t := range []uint{1, 2, 3, 4, 129} {
+			f[t/32] &^= 1 << (t % 32)
+		}
+		b := unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 32)
+		return unix.SetsockoptString(fd, unix.IPPROTO_ICMPV6, unix.ICMPV6_FILTER, string(b))
+	}
+	mask := ^uint32(0)
+	for _, t := range []uint{0, 3, 11, 12} {
+		mask &^= 1 << t
+	}
+	return unix.SetsockoptInt(fd, unix.SOL_RAW, unix.ICMP_FILTER, int(mask))
 }
 
 func attachFilter(fd int, prog []bpf.RawInstruction) error {
