@@ -17,7 +17,9 @@ import (
 )
 
 // tick is the scheduler's resolution: probes due within the same tick leave
-// together, so 10,000 targets at 1 s cost at most 1,000 wake-ups a second.
+// together, so 10,000 targets at 1 s cost at most 500 wake-ups a second.
+// (1 ms measured 0.03 cores more at 10,000 targets; the RTT does not depend
+// on it, being taken at the actual send.)
 const tick = 2 * time.Millisecond
 
 // prober is one protocol's sender. A second implementation of each exists
