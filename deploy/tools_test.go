@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/probed/probed/internal/testutil"
 )
 
 // repoRoot is where the tests find the Dockerfile, docs/ and configs/
@@ -23,15 +25,7 @@ const repoRoot = ".."
 // installs it: a skipped test there would hide a check that never ran.
 func tool(t testing.TB, name, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not found (Debian package %s) and CI=true: install it (.ci/run does)", name, pkg)
-	}
-	t.Skipf("%s not found: apt-get install %s", name, pkg)
-	return ""
+	return testutil.RequireTool(t, name, pkg)
 }
 
 // runTool runs a command and fails the test with its output when it fails.

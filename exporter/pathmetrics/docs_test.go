@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/probed/probed/internal/testutil"
 )
 
 var promqlBlock = regexp.MustCompile("(?s)```promql\n(.*?)```")
@@ -32,14 +34,7 @@ func docsQueries(t *testing.T) []string {
 
 func promtool(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("promtool not installed (Debian package prometheus)")
-		}
-		t.Skip("promtool not installed")
-	}
-	return p
+	return testutil.RequireTool(t, "promtool", "prometheus")
 }
 
 // Every query of docs/paths.md parses (promtool check rules), and the

@@ -15,20 +15,23 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/probed/probed/internal/testutil"
 )
 
 // RequireTool finds a Debian binary the test needs: CI installs it
 // (.ci/run), so there a missing one fails; elsewhere the test skips.
 func RequireTool(t testing.TB, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not installed (CI installs it in .ci/run): %v", name, err)
-		}
-		t.Skipf("%s is not installed: %v", name, err)
+	return testutil.RequireTool(t, name, debianPackage(name))
+}
+
+// debianPackage names the package that installs a tool the tests use.
+func debianPackage(name string) string {
+	if name == "promtool" {
+		return "prometheus"
 	}
-	return p
+	return name
 }
 
 // CreateBlocks runs `promtool tsdb create-blocks-from openmetrics` on each
