@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -98,6 +99,14 @@ func TestLoopbackICMPAndTCP(t *testing.T) {
 			t.Errorf("%s: median RTT %v on loopback", name, m)
 		}
 		t.Logf("%s: %d probes, median RTT %v", name, r.sent, median(r.rtts))
+	}
+	// SO_LINGER 0: about 50 connections, none left in TIME_WAIT on either side.
+	out, err := exec.Command("ss", "-Htan", "state", "time-wait").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ss: %v: %s", err, out)
+	}
+	if p := fmt.Sprintf(":%d ", port); strings.Contains(string(out), p) {
+		t.Fatalf("TCP probes left TIME_WAIT sockets:\n%s", out)
 	}
 	r := recs[3]
 	if r.sent < 40 || len(r.rtts) != 0 || len(r.reasons) < r.sent-1 {

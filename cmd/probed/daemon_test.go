@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/exporter-toolkit/web"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/probed/probed/internal/testutil"
 )
@@ -268,4 +269,45 @@ func unprivChild() {
 	}()
 	code := runDaemon(ctx, &daemonFlags{configFile: os.Getenv("PROBED_TEST_UNPRIV"), logLevel: "info", logFormat: "json", web: webFlags(addr)})
 	os.Exit(code)
+}
+
+// TestWebConfig: --web.config.file enables basic auth (exporter-toolkit).
+func TestWebConfig(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "mesh.yaml")
+	os.WriteFile(file, []byte(fmt.Sprintf(meshTmpl, "      - address: 127.0.0.2\n")), 0o644)
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webFile := filepath.Join(dir, "web.yml")
+	os.WriteFile(webFile, []byte("basic_auth_users:\n  prometheus: "+string(hash)+"\n"), 0o600)
+	addr := freePort(t)
+	flags := webFlags(addr)
+	*flags.WebConfigFile = webFile
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- runDaemon(ctx, &daemonFlags{configFile: file, logLevel: "warn", logFormat: "json", web: flags}) }()
+	defer func() { cancel(); <-done }()
+	var code int
+	waitFor(t, "the server", func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		code = resp.StatusCode
+		return true
+	})
+	if code != http.StatusUnauthorized {
+		t.Fatalf("no credentials: status %d, want 401", code)
+	}
+	req, _ := http.NewRequest("GET", "http://"+addr+"/metrics", nil)
+	req.SetBasicAuth("prometheus", "s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("with credentials: %v %v", err, resp)
+	}
+	resp.Body.Close()
 }
