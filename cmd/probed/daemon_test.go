@@ -288,7 +288,9 @@ func TestWebConfig(t *testing.T) {
 	*flags.WebConfigFile = webFile
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	go func() { done <- runDaemon(ctx, &daemonFlags{configFile: file, logLevel: "warn", logFormat: "json", web: flags}) }()
+	go func() {
+		done <- runDaemon(ctx, &daemonFlags{configFile: file, logLevel: "warn", logFormat: "json", web: flags})
+	}()
 	defer func() { cancel(); <-done }()
 	var code int
 	waitFor(t, "the server", func() bool {
