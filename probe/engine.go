@@ -27,8 +27,9 @@ const tick = 2 * time.Millisecond
 type prober interface {
 	// send sends one probe for t to addr; the outcome reaches t.rec later.
 	send(t *target, a *resolved, nowMono int64)
-	// expire fails the probes whose deadline has passed.
-	expire(nowMono int64)
+	// expire fails the probes whose deadline has passed and returns the
+	// mono time of the next deadline worth waking for (0: none).
+	expire(nowMono int64) int64
 	close()
 }
 
@@ -207,9 +208,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		now := e.monoNow()
-		e.icmp.expire(now)
-		e.tcp.expire(now)
+		deadlines := [...]int64{e.icmp.expire(now), e.tcp.expire(now)}
 		next := e.sendDue(now)
+		for _, d := range deadlines {
+			if d != 0 && d < next {
+				next = d
+			}
+		}
 		wait := time.Duration(next - e.monoNow())
 		if wait < tick {
 			wait = tick
@@ -227,7 +232,7 @@ func (e *Engine) Run(ctx context.Context) error {
 }
 
 // sendDue sends every probe whose slot falls before the end of this tick and
-// returns the mono time of the next slot or deadline worth waking for.
+// returns the mono time of the next slot (at most a second away).
 func (e *Engine) sendDue(now int64) int64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -257,9 +262,6 @@ func (e *Engine) sendDue(now int64) int64 {
 	next := now + int64(time.Second)
 	if len(e.sched) > 0 && e.sched[0].next < next {
 		next = e.sched[0].next
-	}
-	if d := e.icmp.nextDeadline(); d != 0 && d < next {
-		next = d
 	}
 	return next
 }

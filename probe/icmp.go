@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -44,6 +45,10 @@ type icmpProber struct {
 
 	mu    sync.Mutex
 	conns map[icmpsock.Key]*icmpConn
+	// list holds the same sockets for the scheduler's per-tick expiry,
+	// replaced (never modified) when one is added, so a tick reads it
+	// without locking or allocating.
+	list  atomic.Pointer[[]*icmpConn]
 	ids   uint16
 	modes map[icmpsock.Mode]bool
 }
@@ -91,6 +96,12 @@ func (p *icmpProber) conn(k icmpsock.Key) (*icmpConn, error) {
 	p.log.Debug("ICMP socket opened", zap.Stringer("socket", k), zap.Uint16("identifier", s.ID))
 	c := newICMPConn(p, s)
 	p.conns[k] = c
+	var list []*icmpConn
+	if old := p.list.Load(); old != nil {
+		list = append(list, *old...)
+	}
+	list = append(list, c)
+	p.list.Store(&list)
 	go c.readLoop()
 	return c, nil
 }
@@ -109,37 +120,29 @@ func (p *icmpProber) mode() string {
 
 func (p *icmpProber) send(t *target, a *resolved, now int64) { a.conn.send(t, a, now) }
 
-func (p *icmpProber) expire(now int64) {
-	p.mu.Lock()
-	conns := make([]*icmpConn, 0, len(p.conns))
-	for _, c := range p.conns {
-		conns = append(conns, c)
+// expire fails overdue probes on every socket and returns the earliest
+// remaining deadline worth waking for (0: none).
+func (p *icmpProber) expire(now int64) int64 {
+	list := p.list.Load()
+	if list == nil {
+		return 0
 	}
-	p.mu.Unlock()
-	for _, c := range conns {
-		c.expire(now)
-	}
-}
-
-// nextDeadline is the earliest in-flight deadline over all sockets (0: none).
-func (p *icmpProber) nextDeadline() int64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var min int64
-	for _, c := range p.conns {
-		c.mu.Lock()
-		if len(c.deadlines) > 0 && (min == 0 || c.deadlines[0].deadline+expiryGrace < min) {
-			min = c.deadlines[0].deadline + expiryGrace
+	var next int64
+	for _, c := range *list {
+		if d := c.expire(now); d != 0 && (next == 0 || d < next) {
+			next = d
 		}
-		c.mu.Unlock()
 	}
-	return min
+	return next
 }
 
 func (p *icmpProber) close() {
+	// Replies already queued are read first: readers wait up to coalesce
+	// between reads. Probes still in flight after that get no verdict (a
+	// shutdown is not loss).
+	time.Sleep(2 * coalesce)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	// Sockets close; in-flight probes get no verdict (a shutdown is not loss).
 	for _, c := range p.conns {
 		c.sock.Close()
 	}
@@ -269,9 +272,11 @@ func buildEcho(c *icmpConn, buf []byte, seq uint16, serial uint64, size int) []b
 	return b
 }
 
-// expire fails every probe whose deadline has passed without a reply.
-func (c *icmpConn) expire(now int64) {
+// expire fails every probe whose deadline has passed without a reply and
+// returns when the next one falls due (0: nothing in flight).
+func (c *icmpConn) expire(now int64) int64 {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	for len(c.deadlines) > 0 && c.deadlines[0].deadline+expiryGrace <= now {
 		d := c.deadlines.pop()
 		sl := &c.slots[d.seq]
@@ -280,7 +285,10 @@ func (c *icmpConn) expire(now int64) {
 			sl.t.rec.Failed(ReasonTimeout)
 		}
 	}
-	c.mu.Unlock()
+	if len(c.deadlines) == 0 {
+		return 0
+	}
+	return c.deadlines[0].deadline + expiryGrace
 }
 
 // readLoop handles replies. Their RTT comes from kernel timestamps, so

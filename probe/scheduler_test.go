@@ -21,8 +21,8 @@ type recordingProber struct {
 func (p *recordingProber) send(t *target, _ *resolved, _ int64) {
 	p.sends[t] = append(p.sends[t], *p.now)
 }
-func (p *recordingProber) expire(int64) {}
-func (p *recordingProber) close()       {}
+func (p *recordingProber) expire(int64) int64 { return 0 }
+func (p *recordingProber) close()             {}
 
 // 10,000 targets at 1 s must be spread over the interval, not burst at
 // second 0: count sends per scheduler tick over a simulated 10 s.

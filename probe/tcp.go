@@ -135,7 +135,7 @@ func classifyDialError(err error) Reason {
 	return ReasonConnectError
 }
 
-func (p *tcpProber) expire(int64) {} // each connect carries its own deadline
+func (p *tcpProber) expire(int64) int64 { return 0 } // each connect carries its own deadline
 
 func (p *tcpProber) close() {
 	p.cancel()
