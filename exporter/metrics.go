@@ -133,20 +133,6 @@ func (m *Metrics) SchedulerLag(d time.Duration) { m.lag.Observe(d.Seconds()) }
 // SocketDrops implements probe.Sink.
 func (m *Metrics) SocketDrops(n uint64) { m.drops.Add(float64(n)) }
 
-// ResolveFailed implements probe.Sink: counted as errors{reason="resolve"}
-// on the target's series (no probe was sent, so not in lost).
-func (m *Metrics) ResolveFailed(s *config.ProbeSpec) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for r := range m.recs {
-		if r.spec.Key() == s.Key() {
-			r.mu.Lock()
-			r.resolveFails++
-			r.mu.Unlock()
-		}
-	}
-}
-
 // recorders returns the live recorders in label order.
 func (m *Metrics) recorders() []*recorder {
 	m.mu.Lock()
@@ -187,6 +173,14 @@ type recorder struct {
 func (r *recorder) Sent() {
 	r.mu.Lock()
 	r.sent++
+	r.mu.Unlock()
+}
+
+// ResolveFailed is counted as errors{reason="resolve"} on the target's
+// series (no probe was sent, so not in lost).
+func (r *recorder) ResolveFailed() {
+	r.mu.Lock()
+	r.resolveFails++
 	r.mu.Unlock()
 }
 

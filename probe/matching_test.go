@@ -34,6 +34,7 @@ func (r *countingRec) Succeeded(d time.Duration) {
 	r.mu.Unlock()
 }
 func (r *countingRec) Failed(x Reason) { r.mu.Lock(); r.reasons = append(r.reasons, x); r.mu.Unlock() }
+func (r *countingRec) ResolveFailed()  {}
 
 func (s *countingSink) Add(*config.ProbeSpec) Recorder {
 	s.mu.Lock()
@@ -46,7 +47,6 @@ func (s *countingSink) Remove(*config.ProbeSpec, Recorder) {}
 func (s *countingSink) Ignored(i Ignored)                  { s.mu.Lock(); s.ignored[i]++; s.mu.Unlock() }
 func (s *countingSink) SchedulerLag(time.Duration)         {}
 func (s *countingSink) SocketDrops(uint64)                 {}
-func (s *countingSink) ResolveFailed(*config.ProbeSpec)    {}
 
 // matchFixture is an icmpConn with one probe in flight, without a socket:
 // it exercises the matching code on hand-built packets.
@@ -250,10 +250,10 @@ func (nopSink) Remove(*config.ProbeSpec, Recorder) {}
 func (nopSink) Ignored(Ignored)                    {}
 func (nopSink) SchedulerLag(time.Duration)         {}
 func (nopSink) SocketDrops(uint64)                 {}
-func (nopSink) ResolveFailed(*config.ProbeSpec)    {}
 
 type nopRec struct{}
 
 func (nopRec) Sent()                   {}
 func (nopRec) Succeeded(time.Duration) {}
 func (nopRec) Failed(Reason)           {}
+func (nopRec) ResolveFailed()          {}

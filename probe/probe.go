@@ -75,6 +75,9 @@ type Recorder interface {
 	Succeeded(rtt time.Duration)
 	// Failed is called once for a probe that got no valid reply.
 	Failed(r Reason)
+	// ResolveFailed counts a failed resolution of the target's hostname
+	// (no probe was sent).
+	ResolveFailed()
 }
 
 // Sink is where the engine reports; the exporter implements it.
@@ -89,6 +92,4 @@ type Sink interface {
 	SchedulerLag(d time.Duration)
 	// SocketDrops adds packets the kernel dropped for a full receive buffer.
 	SocketDrops(n uint64)
-	// ResolveFailed counts a failed hostname resolution.
-	ResolveFailed(spec *config.ProbeSpec)
 }

@@ -68,7 +68,7 @@ func (e *Engine) resolveOne(ctx context.Context, t *target) bool {
 		}
 		e.log.Warn("cannot resolve target; will retry", zap.String("target", t.spec.Target),
 			zap.String("target_site", t.spec.TargetSite), zap.Error(err))
-		e.sink.ResolveFailed(&t.spec)
+		t.rec.ResolveFailed()
 		return false
 	}
 	ip := pickAddr(ips)
@@ -78,7 +78,7 @@ func (e *Engine) resolveOne(ctx context.Context, t *target) bool {
 	r, err := e.resolve(t, ip)
 	if err != nil {
 		e.log.Warn("cannot probe resolved address", zap.String("target", t.spec.Target), zap.Stringer("address", ip), zap.Error(err))
-		e.sink.ResolveFailed(&t.spec)
+		t.rec.ResolveFailed()
 		return false
 	}
 	if old := t.addr.Swap(r); old != nil {
