@@ -197,6 +197,7 @@ func newICMPConn(p *icmpProber, s *icmpsock.Socket) *icmpConn {
 	c.serial = binary.BigEndian.Uint64(b[:]) >> 1 // random start: serials never repeat across runs
 	c.seq = uint16(c.serial)
 	c.buf = make([]byte, echoHeader+config.MaxSize+payloadMin)
+	fillPayload(c.buf)
 	c.handleFn = c.handle
 	return c
 }
@@ -231,8 +232,8 @@ func (c *icmpConn) send(t *target, a *resolved, now int64) {
 	sl := &c.slots[seq]
 	sl.serial, sl.t, sl.state = serial, t, slotInFlight
 	// Taken inside SendTo just before the system call.
-	wall, at, err := c.sock.SendTo(b, a.sa)
-	sl.sentWall = wall
+	at, err := c.sock.SendTo(b, a.sa)
+	sl.sentWall = at.UnixNano()
 	sl.sentMono = int64(at.Sub(c.p.base))
 	sl.deadline = sl.sentMono + t.timeout
 	t.rec.Sent()
@@ -245,6 +246,14 @@ func (c *icmpConn) send(t *target, a *resolved, now int64) {
 	}
 	c.deadlines.push(pending{deadline: sl.deadline, serial: serial, seq: seq})
 	c.mu.Unlock()
+}
+
+// fillPayload writes the filler after the token and serial once: it is
+// the same for every probe, so buildEcho leaves it alone.
+func fillPayload(buf []byte) {
+	for i := echoHeader + payloadMin; i < len(buf); i++ {
+		buf[i] = byte(i)
+	}
 }
 
 // buildEcho writes an echo request with the given sequence number and
@@ -262,9 +271,6 @@ func buildEcho(c *icmpConn, buf []byte, seq uint16, serial uint64, size int) []b
 	binary.BigEndian.PutUint16(b[6:], seq)
 	copy(b[8:16], c.p.token[:])
 	binary.BigEndian.PutUint64(b[16:24], serial)
-	for i := 24; i < len(b); i++ {
-		b[i] = byte(i)
-	}
 	if !c.v6 && c.raw {
 		// Raw IPv4: we checksum. ICMPv6 and ping sockets: the kernel does.
 		binary.BigEndian.PutUint16(b[2:], checksum(b))

@@ -227,6 +227,7 @@ func BenchmarkReplyPath(b *testing.B) {
 	t := &target{spec: config.ProbeSpec{Size: 56}, rec: nopRec{}, timeout: int64(time.Second)}
 	t.addr.Store(&resolved{ip: netip.MustParseAddr("10.0.0.9")})
 	reply := make([]byte, 8+56)
+	fillPayload(reply)
 	pk := &icmpsock.Packet{Data: reply, From: netip.MustParseAddr("10.0.0.9")}
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -553,12 +553,13 @@ func synthesizeError(buf []byte, n int, ee *unix.SockExtendedErr, dst netip.Addr
 	return out
 }
 
-// SendTo sends b to sa and returns the wall-clock time taken just before
-// the system call, in ns (the same clock as the kernel's receive stamps).
-func (s *Socket) SendTo(b []byte, sa unix.Sockaddr) (int64, time.Time, error) {
+// SendTo sends b to sa and returns the time taken just before the system
+// call: its wall reading is the clock the kernel's receive stamps use, its
+// monotonic reading survives clock steps.
+func (s *Socket) SendTo(b []byte, sa unix.Sockaddr) (time.Time, error) {
 	now := time.Now()
 	err := unix.Sendto(s.fd, b, 0, sa)
-	return now.UnixNano(), now, err
+	return now, err
 }
 
 // Close closes the socket; a blocked ReadBatch returns an error.
