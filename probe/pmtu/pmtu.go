@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/probed/probed/probe/internal/rawsock"
 )
 
 // Search bounds and defaults.
@@ -189,45 +191,22 @@ func (p *Prober) socket(v6 bool) (int, error) {
 }
 
 func (p *Prober) readLoop(f *os.File, v6 bool) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return
-	}
-	buf := make([]byte, 65536)
-	for {
-		var n int
-		var from unix.Sockaddr
-		var rerr error
-		if err := rc.Read(func(fd uintptr) bool {
-			n, from, rerr = unix.Recvfrom(int(fd), buf, 0)
-			return !errors.Is(rerr, unix.EAGAIN)
-		}); err != nil {
-			return
-		}
-		if rerr != nil {
-			continue
-		}
-		m := buf[:n]
-		var src netip.Addr
-		if v6 {
-			if sa, ok := from.(*unix.SockaddrInet6); ok {
-				src = netip.AddrFrom16(sa.Addr)
-			}
-		} else {
+	rawsock.ReadLoop(f, func(m []byte, src netip.Addr, _ time.Time) {
+		if !v6 {
+			// Raw IPv4 sockets deliver the IP header.
 			if len(m) < 20 {
-				continue
+				return
 			}
 			ihl := int(m[0]&0x0f) * 4
 			if len(m) < ihl {
-				continue
+				return
 			}
-			src = netip.AddrFrom4([4]byte(m[12:16]))
 			m = m[ihl:]
 		}
 		if k, a, ok := p.parse(m, src, v6); ok {
 			p.deliver(k, a)
 		}
-	}
+	})
 }
 
 // parse reads an echo reply from the target or a Fragmentation Needed /

@@ -2,11 +2,9 @@ package trace
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -50,40 +48,6 @@ func dropAll(fd int) error {
 		return fmt.Errorf("attaching drop filter to send socket: %w", err)
 	}
 	return nil
-}
-
-// readLoop reads packets from f until it is closed, handing each (with the
-// sender's address and the receive time) to handle.
-func readLoop(f *os.File, handle func(b []byte, from netip.Addr, at time.Time)) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return
-	}
-	buf := make([]byte, 65536)
-	for {
-		var n int
-		var from unix.Sockaddr
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, from, rerr = unix.Recvfrom(int(fd), buf, 0)
-			return !errors.Is(rerr, unix.EAGAIN)
-		})
-		if err != nil {
-			return // closed
-		}
-		if rerr != nil {
-			continue
-		}
-		at := time.Now()
-		var a netip.Addr
-		switch sa := from.(type) {
-		case *unix.SockaddrInet4:
-			a = netip.AddrFrom4(sa.Addr)
-		case *unix.SockaddrInet6:
-			a = netip.AddrFrom16(sa.Addr)
-		}
-		handle(buf[:n], a, at)
-	}
 }
 
 // sourceFor returns the address the kernel would send from to reach dst:

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/probed/probed/probe/internal/rawsock"
 )
 
 // Discovery methods.
@@ -233,7 +235,7 @@ func (t *Tracer) ensure(v6 bool, method string) error {
 		t.wg.Add(1)
 		go func() {
 			defer t.wg.Done()
-			readLoop(f, handle)
+			rawsock.ReadLoop(f, handle)
 		}()
 		return nil
 	}
