@@ -26,7 +26,7 @@ const tick = 2 * time.Millisecond
 // (ICMP, TCP), hence the interface.
 type prober interface {
 	// send sends one probe for t to addr; the outcome reaches t.rec later.
-	send(t *target, a *resolved, nowMono int64)
+	send(t *target, a *resolved)
 	// expire fails the probes whose deadline has passed and returns the
 	// mono time of the next deadline worth waking for (0: none).
 	expire(nowMono int64) int64
@@ -84,7 +84,7 @@ func New(log *zap.Logger, sink Sink) *Engine {
 		resolveI: config.DefaultResolveInterval,
 	}
 	e.icmp = newICMPProber(log, sink, e.base, e.monoNow)
-	e.tcp = newTCPProber(log, e.monoNow)
+	e.tcp = newTCPProber(log)
 	return e
 }
 
@@ -242,14 +242,9 @@ func (e *Engine) sendDue(now int64) int64 {
 		if t.next > horizon {
 			break
 		}
-		sent := e.monoNow()
-		if lag := sent - t.next; lag > 0 {
-			e.sink.SchedulerLag(time.Duration(lag))
-		} else {
-			e.sink.SchedulerLag(0)
-		}
+		e.sink.SchedulerLag(time.Duration(max(0, e.monoNow()-t.next)))
 		if a := t.addr.Load(); a != nil {
-			t.prober.send(t, a, sent)
+			t.prober.send(t, a)
 		}
 		// Keep the phase; if the agent stalled for longer than an
 		// interval, skip the missed slots rather than bursting them.

@@ -118,7 +118,7 @@ func (p *icmpProber) mode() string {
 	return ""
 }
 
-func (p *icmpProber) send(t *target, a *resolved, now int64) { a.conn.send(t, a, now) }
+func (p *icmpProber) send(t *target, a *resolved) { a.conn.send(t, a) }
 
 // expire fails overdue probes on every socket and returns the earliest
 // remaining deadline worth waking for (0: none).
@@ -203,7 +203,7 @@ func newICMPConn(p *icmpProber, s *icmpsock.Socket) *icmpConn {
 }
 
 // send builds and sends one echo request. Called by the scheduler only.
-func (c *icmpConn) send(t *target, a *resolved, now int64) {
+func (c *icmpConn) send(t *target, a *resolved) {
 	size := t.spec.Size
 	if size < payloadMin {
 		size = payloadMin

@@ -18,7 +18,7 @@ type recordingProber struct {
 	now   *int64
 }
 
-func (p *recordingProber) send(t *target, _ *resolved, _ int64) {
+func (p *recordingProber) send(t *target, _ *resolved) {
 	p.sends[t] = append(p.sends[t], *p.now)
 }
 func (p *recordingProber) expire(int64) int64 { return 0 }

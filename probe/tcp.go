@@ -24,19 +24,18 @@ import (
 // The connection is closed with SO_LINGER 0: the agent sends RST, so neither
 // side keeps a TIME_WAIT entry for a probe that runs every second.
 type tcpProber struct {
-	log     *zap.Logger
-	monoNow func() int64
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	log    *zap.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
-func newTCPProber(log *zap.Logger, monoNow func() int64) *tcpProber {
+func newTCPProber(log *zap.Logger) *tcpProber {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &tcpProber{log: log, monoNow: monoNow, ctx: ctx, cancel: cancel}
+	return &tcpProber{log: log, ctx: ctx, cancel: cancel}
 }
 
-func (p *tcpProber) send(t *target, a *resolved, _ int64) {
+func (p *tcpProber) send(t *target, a *resolved) {
 	t.rec.Sent()
 	spec := t.spec
 	p.wg.Add(1)
