@@ -9,7 +9,6 @@ package config
 
 import (
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -61,9 +60,8 @@ type Site struct {
 	Location string `yaml:"location"`
 	// Agent is the address the site's probed agent listens on (STAMP
 	// reflector, metrics). Optional.
-	Agent   string            `yaml:"agent"`
-	Labels  map[string]string `yaml:"labels"`
-	Targets []Target          `yaml:"targets"`
+	Agent   string   `yaml:"agent"`
+	Targets []Target `yaml:"targets"`
 
 	Line int `yaml:"-"`
 }
@@ -96,8 +94,6 @@ type Target struct {
 	MTU   *bool `yaml:"mtu"`
 	// STAMP marks the target as a STAMP reflector (a peer agent or router).
 	STAMP *bool `yaml:"stamp"`
-
-	Labels map[string]string `yaml:"labels"`
 
 	Line int `yaml:"-"`
 	Col  int `yaml:"-"`
@@ -183,9 +179,3 @@ func (t *Target) UnmarshalYAML(n *yaml.Node) error {
 
 // IsGuard reports whether the target is a segmentation guard (expect: unreachable).
 func (t *Target) IsGuard() bool { return t.Expect == "unreachable" }
-
-// addrIsLiteral reports whether the address is an IP literal rather than a hostname.
-func addrIsLiteral(a string) bool {
-	_, err := netip.ParseAddr(a)
-	return err == nil
-}
