@@ -84,9 +84,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func labelValues(s *config.ProbeSpec) []string {
-	return []string{s.SourceSite, s.TargetSite, s.Target, s.Path, s.Segment, config.ProtoSTAMP, s.PortLabel()}
-}
+func labelValues(s *config.ProbeSpec) []string { return s.LabelValues() }
 
 // Session returns the observer for one STAMP probe; its series exist from now on.
 func (m *Metrics) Session(spec *config.ProbeSpec) *Session {
