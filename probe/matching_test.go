@@ -18,6 +18,7 @@ type countingSink struct {
 	mu      sync.Mutex
 	ignored [NumIgnored]int
 	recs    []*countingRec
+	gone    map[string]bool
 }
 
 type countingRec struct {
@@ -47,7 +48,20 @@ func (s *countingSink) Add(spec *config.ProbeSpec) Recorder {
 	s.recs = append(s.recs, r)
 	return r
 }
-func (s *countingSink) Remove(*config.ProbeSpec, Recorder) {}
+func (s *countingSink) Remove(spec *config.ProbeSpec, _ Recorder) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone == nil {
+		s.gone = map[string]bool{}
+	}
+	s.gone[spec.Key()] = true
+}
+
+func (s *countingSink) removed(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gone[key]
+}
 func (s *countingSink) Ignored(i Ignored)                  { s.mu.Lock(); s.ignored[i]++; s.mu.Unlock() }
 func (s *countingSink) SchedulerLag(time.Duration)         {}
 func (s *countingSink) SocketDrops(uint64)                 {}
