@@ -141,10 +141,8 @@ func (a *Agent) replan(ctx context.Context) {
 // returned is the engine's (sockets of literal addresses).
 func (a *Agent) apply(ctx context.Context, cfg *config.Config, plan *config.Plan) error {
 	a.Metrics.SetPlan(plan)
-	err := a.engine.Update(plan)
-	if err != nil {
-		a.log.Error("some jobs cannot run yet; retrying in the background", zap.Error(err))
-	}
+	err := a.engine.Update(plan) // the engine logs each job it cannot bind yet
+
 	if rerr := a.refl.apply(ctx, cfg, plan.Site); rerr != nil {
 		a.log.Error("STAMP reflector", zap.Error(rerr))
 	}
