@@ -202,6 +202,13 @@ func (c *Config) Plan(site string, discovered ...Discovered) (*Plan, error) {
 		ResolveInterval: c.Probe.ResolveInterval.D(),
 		TracePPS:        c.Trace.PPS,
 	}
+	n := len(c.Sites)
+	for _, s := range c.Sites {
+		for i := range s.Targets {
+			n += 2 + len(s.Targets[i].TCPPorts) // ICMP and one path job, typically
+		}
+	}
+	pl.Probes = make([]ProbeSpec, 0, n)
 	for _, s := range c.Sites {
 		if s.Name == site {
 			continue
@@ -253,25 +260,24 @@ func (c *Config) appendJobs(out []ProbeSpec, source, targetSite string, t *Targe
 	// Path work is done once per target, with the labels of its first
 	// probe: ICMP, or the first TCP port when ICMP is off. Guards are
 	// expected not to answer: tracing them would only report a broken path.
-	var owner *ProbeSpec
+	owner := -1
 	if t.ICMP == nil || *t.ICMP {
-		s := base
-		s.Kind, s.Protocol = KindICMP, ProtoICMP
-		out = append(out, s)
-		owner = &s
+		owner = len(out)
+		out = append(out, base)
+		out[owner].Kind, out[owner].Protocol = KindICMP, ProtoICMP
 	}
 	for _, port := range t.TCPPorts {
-		s := base
-		s.Kind, s.Protocol, s.Port = KindTCP, ProtoTCP, port
-		out = append(out, s)
-		if owner == nil {
-			owner = &s
+		if owner < 0 {
+			owner = len(out)
 		}
+		out = append(out, base)
+		s := &out[len(out)-1]
+		s.Kind, s.Protocol, s.Port = KindTCP, ProtoTCP, port
 	}
 	if t.STAMP != nil && *t.STAMP {
 		out = append(out, c.stampJob(base, base.Target))
 	}
-	if owner == nil || base.Guard {
+	if owner < 0 || base.Guard {
 		return out
 	}
 	trace, mtu := c.Trace.Enabled, c.MTU.defaultFor(t.Path)
@@ -282,13 +288,13 @@ func (c *Config) appendJobs(out []ProbeSpec, source, targetSite string, t *Targe
 		mtu = *t.MTU
 	}
 	if trace {
-		s := *owner
+		s := out[owner]
 		s.Kind, s.Interval = KindTrace, c.Trace.Interval.D()
 		s.TraceOpts = TraceJob{Method: c.Trace.Method, Port: c.Trace.Port, MaxTTL: c.Trace.MaxTTL, ProbesPerHop: c.Trace.ProbesPerHop}
 		out = append(out, s)
 	}
 	if mtu {
-		s := *owner
+		s := out[owner]
 		s.Kind, s.Interval = KindMTU, c.MTU.Interval.D()
 		if c.MTU.Retries != nil {
 			s.MTUOpts.Retries = *c.MTU.Retries
