@@ -414,34 +414,45 @@ func (t *Tracer) sentAt(in *inflight) time.Time {
 	return in.user
 }
 
-// stampTx records a transmit timestamp on the probe whose copy came back
-// with it.
-func (t *Tracer) stampTx(pkt []byte, at time.Time) {
-	for _, l3 := range rawsock.NetworkHeaders(pkt) {
-		if len(l3) == 0 {
-			continue
-		}
-		k, ok := parseQuoted(l3, l3[0]>>4 == 6)
-		if !ok {
-			continue
-		}
-		t.mu.Lock()
-		in := t.pending[k]
-		if in != nil && in.kernel.IsZero() {
-			in.kernel = at
-		}
-		t.mu.Unlock()
-		if in != nil {
-			return
-		}
-	}
+// txStamp is a transmit timestamp and the probe it belongs to.
+type txStamp struct {
+	k  key
+	at time.Time
 }
 
-// drainTx reads the transmit timestamps waiting on s. s.mu must be held.
-func (t *Tracer) drainTx(s *sendSock) {
-	if s.tx && s.fd >= 0 {
-		rawsock.DrainTxTimestamps(s.fd, &s.tb, t.stampTx)
+// readTx reads the transmit timestamps waiting on s, appending them to
+// out. s.mu must be held (and Tracer.mu not: see applyTx).
+func (t *Tracer) readTx(s *sendSock, out []txStamp) []txStamp {
+	if !s.tx || s.fd < 0 {
+		return out
 	}
+	rawsock.DrainTxTimestamps(s.fd, &s.tb, func(pkt []byte, at time.Time) {
+		for _, l3 := range rawsock.NetworkHeaders(pkt) {
+			if len(l3) == 0 {
+				continue
+			}
+			if k, ok := parseQuoted(l3, l3[0]>>4 == 6); ok {
+				out = append(out, txStamp{k, at})
+			}
+		}
+	})
+	return out
+}
+
+// applyTx records transmit timestamps on their probes. It takes
+// Tracer.mu, so it runs after the send socket's lock is released (ensure
+// takes the two the other way round).
+func (t *Tracer) applyTx(stamps []txStamp) {
+	if len(stamps) == 0 {
+		return
+	}
+	t.mu.Lock()
+	for _, st := range stamps {
+		if in := t.pending[st.k]; in != nil && in.kernel.IsZero() {
+			in.kernel = st.at
+		}
+	}
+	t.mu.Unlock()
 }
 
 // register reserves a probe id for k (k.id is filled in).
@@ -501,25 +512,30 @@ func (t *Tracer) send(k key, in *inflight, src netip.Addr, ifindex, ttl int, tos
 		}
 		pkt, oob, sa = l4, send6Oob(src, ifindex, ttl, tos), &unix.SockaddrInet6{Addr: k.dst.As16()}
 	}
+	var stamps [4]txStamp
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.fd < 0 {
+		s.mu.Unlock()
 		return errors.New("tracer is closed")
 	}
 	in.user = time.Now()
 	err := unix.Sendmsg(s.fd, pkt, oob, sa, 0)
-	t.drainTx(s)
+	got := t.readTx(s, stamps[:0])
+	s.mu.Unlock()
+	t.applyTx(got)
 	return err
 }
 
 // drainAllTx reads every send socket's waiting transmit timestamps (a
 // device that queues packets stamps them after the send call returned).
 func (t *Tracer) drainAllTx() {
+	var stamps []txStamp
 	for _, s := range t.sendSocks() {
 		s.mu.Lock()
-		t.drainTx(s)
+		stamps = t.readTx(s, stamps)
 		s.mu.Unlock()
 	}
+	t.applyTx(stamps)
 }
 
 // hopAcc collects the answers of one TTL.
