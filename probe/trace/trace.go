@@ -131,6 +131,8 @@ type Path struct {
 type Tracer struct {
 	lim  *Limiter
 	sent atomic.Uint64
+	// txStamped counts probes that got the kernel's transmit timestamp.
+	txStamped atomic.Uint64
 
 	mu      sync.Mutex
 	closed  bool
@@ -450,6 +452,7 @@ func (t *Tracer) applyTx(stamps []txStamp) {
 	for _, st := range stamps {
 		if in := t.pending[st.k]; in != nil && in.kernel.IsZero() {
 			in.kernel = st.at
+			t.txStamped.Add(1)
 		}
 	}
 	t.mu.Unlock()
