@@ -90,16 +90,20 @@ type Target struct {
 // Result is what a search found.
 type Result struct {
 	// MTU is the largest IP packet, in bytes, that reached the target
-	// and was answered; 0 when not even Min got through.
+	// and was answered; 0 when no size got through. On IPv4 it may be
+	// below DefaultMin (down to MinIPv4).
 	MTU int
-	// Reached is false when no probe was answered at all.
+	// Reached is false when no probe was answered at all: not
+	// DefaultMin, and (IPv4) not the least MTU either.
 	Reached bool
 	// Blackhole is set when the smallest size that failed vanished
 	// without Fragmentation Needed / Packet Too Big: a router drops big
 	// packets silently and TCP sessions stall instead of shrinking.
 	Blackhole bool
 	// Reported is the next-hop MTU from the last Fragmentation Needed /
-	// Packet Too Big (or the local interface's refusal), 0 if none came.
+	// Packet Too Big, 0 if none came, if the router left the field 0
+	// (RFC 1191 "old" router) or if the last refusal was the local
+	// interface's.
 	Reported int
 	Probes   int
 	Duration time.Duration
@@ -310,9 +314,10 @@ func (p *Prober) deliver(k pkey, a answer) {
 // least MTU is a hint: the next probe has that size, and if it fits the
 // search ends (the router said anything bigger is refused there) — so a
 // hint equal to a size already known to fit ends the search at once. A
-// report without a usable MTU (0 from an RFC 1191 "old" router, or the
-// local interface's refusal) makes the next probe the next plateau below
-// (Plateaus); a plateau that fits is confirmed by a probe one byte larger.
+// report without a usable MTU (0 from an RFC 1191 "old" router) makes the
+// next probe the next plateau below (Plateaus), and the local interface's
+// refusal (EMSGSIZE) that interface's MTU; either, if it fits, is
+// confirmed by a probe one byte larger.
 // If the first probe does not fit, an IPv4 search goes on below it: to the
 // reported MTU or plateau, or — after silence — to the least MTU, then
 // binary search. Reached is false only when no size at all was answered.

@@ -167,8 +167,8 @@ func TestHopRTTKernelTimestamps(t *testing.T) {
 		return rtt, s.Addr == dst.String()
 	}
 	type stats struct {
-		n, lost                 int
-		p50, p90, p99, min, max time.Duration
+		n, lost                         int
+		p50, p90, p99, min, max, labP99 time.Duration
 	}
 	measure := func(burn bool) stats {
 		lab.ResetDelayError()
@@ -201,11 +201,12 @@ func TestHopRTTKernelTimestamps(t *testing.T) {
 		}
 		// Every trace sends TTLs 1..4 (the path) and up to 3 more past
 		// the target; the path's 12 probes must all be answered.
-		st := stats{n: len(errs), lost: res.Traces*4*3 - len(errs), p50: quantile(errs, 0.5), p90: quantile(errs, 0.9), p99: quantile(errs, 0.99), min: errs[0], max: errs[len(errs)-1]}
+		le := lab.DelayError()
+		st := stats{n: len(errs), lost: res.Traces*4*3 - len(errs), p50: quantile(errs, 0.5), p90: quantile(errs, 0.9), p99: quantile(errs, 0.99),
+			min: errs[0], max: errs[len(errs)-1], labP99: le.P99}
 		if res.Reached != res.Traces {
 			t.Errorf("burn=%v: %d of %d traces reached the target", burn, res.Reached, res.Traces)
 		}
-		le := lab.DelayError()
 		t.Logf("agent loaded=%-5v samples %d (missing %d): hop RTT error p50 %v p90 %v p99 %v min %v max %v; emulator's own delivery error p50 %v p99 %v max %v",
 			burn, st.n, st.lost, st.p50, st.p90, st.p99, st.min, st.max, le.P50, le.P99, le.Max)
 		return st
@@ -213,15 +214,17 @@ func TestHopRTTKernelTimestamps(t *testing.T) {
 	idle := measure(false)
 	loaded := measure(true)
 	// Bounds well above the emulator's own error (tens to a few hundred
-	// µs on the shared 2-core machine, two emulator passes for the
-	// target) and well below what user-space clocks show under load
-	// (milliseconds: a Go time slice is 10 ms).
+	// µs on the shared 2-core machine; the lab measures it, and a busier
+	// machine widens the p90 bound by twice its p99: two emulator passes
+	// for the target's reply) and well below what user-space clocks show
+	// under load (milliseconds: a Go time slice is 10 ms).
 	for _, c := range []struct {
 		name string
 		st   stats
 	}{{"idle", idle}, {"loaded", loaded}} {
-		if c.st.p50 > 500*time.Microsecond || c.st.p90 > 2*time.Millisecond {
-			t.Errorf("%s agent: hop RTT error p50 %v p90 %v, want p50 <= 500µs and p90 <= 2ms", c.name, c.st.p50, c.st.p90)
+		bound90 := 2*time.Millisecond + 2*c.st.labP99
+		if c.st.p50 > 500*time.Microsecond || c.st.p90 > bound90 {
+			t.Errorf("%s agent: hop RTT error p50 %v p90 %v, want p50 <= 500µs and p90 <= %v", c.name, c.st.p50, c.st.p90, bound90)
 		}
 		// No RTT is shorter than the lab's delay: the send time is
 		// taken no later than the packet leaves.
