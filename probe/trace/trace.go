@@ -187,7 +187,7 @@ type result struct {
 	in   *inflight
 }
 
-// sendClock says which send time an RTT starts from.
+// sendClockKind says which send time an RTT starts from.
 type sendClockKind uint8
 
 const (
