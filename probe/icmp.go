@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/probed/probed/config"
+	"github.com/probed/probed/internal/inet"
 	"github.com/probed/probed/probe/icmpsock"
 )
 
@@ -28,10 +29,9 @@ const (
 	echoHeader = 8
 )
 
-// pathFeatureIDs starts the echo identifiers used by the path features
-// (probe/trace, probe/pmtu). Their replies reach our raw sockets too; they
-// are this process's own traffic, so they are skipped, not counted.
-const pathFeatureIDs = 0xc000
+// pathFeatureIDs starts the echo identifiers of the path features: their
+// replies reach our raw sockets too, and are skipped, not counted.
+const pathFeatureIDs = inet.PathIDs
 
 // ICMP types and codes used for matching.
 const (
@@ -531,7 +531,7 @@ func buildEcho(c *icmpConn, buf []byte, seq uint16, serial uint64, size int) []b
 	binary.BigEndian.PutUint64(b[16:24], serial)
 	if !c.v6 && c.raw {
 		// Raw IPv4: we checksum. ICMPv6 and ping sockets: the kernel does.
-		binary.BigEndian.PutUint16(b[2:], checksum(b))
+		binary.BigEndian.PutUint16(b[2:], inet.Checksum(b))
 	}
 	return b
 }
@@ -794,21 +794,6 @@ func reasonV6(typ, code byte) Reason {
 		return ReasonPortUnreachable
 	}
 	return ReasonUnreachable
-}
-
-// checksum is the Internet checksum (RFC 1071).
-func checksum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
 }
 
 // deadlineHeap orders in-flight probes by deadline. Targets may have

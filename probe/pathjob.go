@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/probed/probed/config"
+	"github.com/probed/probed/internal/inet"
 	"github.com/probed/probed/probe/pmtu"
 	"github.com/probed/probed/probe/trace"
 )
@@ -263,5 +264,5 @@ func sourceOf(s *config.ProbeSpec) netip.Addr {
 func flowOf(s *config.ProbeSpec) uint16 {
 	h := fnv.New32a()
 	h.Write([]byte(s.ProbeKey()))
-	return uint16(49152 + h.Sum32()%16384)
+	return inet.FlowID(h.Sum32())
 }

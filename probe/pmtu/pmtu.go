@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/probed/probed/internal/inet"
 	"github.com/probed/probed/probe/internal/rawsock"
 )
 
@@ -152,9 +153,9 @@ type Prober struct {
 func New() (*Prober, error) {
 	var b [2]byte
 	_, _ = rand.Read(b[:])
-	// Identifiers 0xc000-0xffff are the path features' (trace uses the
-	// same range), so the echo prober can tell their replies apart.
-	p := &Prober{id: 0xc000 | binary.BigEndian.Uint16(b[:]), pending: map[pkey]chan answer{}, fd4: -1, fd6: -1}
+	// Identifiers of the path features' range (trace uses it too), so
+	// the echo prober can tell their replies apart.
+	p := &Prober{id: inet.FlowID(uint32(binary.BigEndian.Uint16(b[:]))), pending: map[pkey]chan answer{}, fd4: -1, fd6: -1}
 	if _, err := p.socket(false); err != nil {
 		return nil, err
 	}
@@ -485,7 +486,7 @@ func (p *Prober) probe(ctx context.Context, fd int, dst netip.Addr, tg Target, i
 	binary.BigEndian.PutUint16(m[4:], p.id)
 	binary.BigEndian.PutUint16(m[6:], seq)
 	if !v6 { // the kernel fills the ICMPv6 checksum, not the ICMPv4 one
-		binary.BigEndian.PutUint16(m[2:], checksum(m))
+		binary.BigEndian.PutUint16(m[2:], inet.Checksum(m))
 	}
 	var err error
 	sent := time.Now()
@@ -525,20 +526,6 @@ func (p *Prober) probe(ctx context.Context, fd int, dst netip.Addr, tg Target, i
 	case <-ctx.Done():
 		return answer{}, ctx.Err()
 	}
-}
-
-func checksum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return ^uint16(s)
 }
 
 // localMTU is the MTU of the interface packets to dst leave from: the named

@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/probed/probed/internal/inet"
 	"github.com/probed/probed/probe/internal/rawsock"
 )
 
@@ -780,5 +781,5 @@ func defaultFlow(dst netip.Addr) uint16 {
 	for _, b := range dst.AsSlice() {
 		h = (h ^ uint32(b)) * 16777619
 	}
-	return uint16(49152 + h%16384)
+	return inet.FlowID(h)
 }
