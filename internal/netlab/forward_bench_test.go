@@ -8,9 +8,10 @@ import (
 	"time"
 )
 
-// benchLab is a lab without namespaces or threads: enough to run forward,
-// the emulator's per-packet decision, in a benchmark.
-func benchLab(b *testing.B) *Lab {
+// fakeLab is a two-site lab (us-east, eu-frankfurt) without namespaces or
+// threads: enough to run forward, the emulator's per-packet decision, and
+// look at what it queued. No root needed.
+func fakeLab(b testing.TB) *Lab {
 	b.Helper()
 	topo, err := DefaultTopology().Subset("us-east", "eu-frankfurt")
 	if err != nil {
@@ -55,7 +56,7 @@ func udp4(src, dst netip.Addr, sport, dport uint16, ttl, payload int) []byte {
 // ports cycling over 64 flows, on the us-east -> eu-frankfurt sitelink
 // path with parameters p.
 func benchForward(b *testing.B, p PathParams) {
-	l := benchLab(b)
+	l := fakeLab(b)
 	if err := l.SetPath("us-east", "eu-frankfurt", PathSiteLink, p); err != nil {
 		b.Fatal(err)
 	}
@@ -90,5 +91,13 @@ func BenchmarkForward(b *testing.B) {
 	})
 	b.Run("loss", func(b *testing.B) {
 		benchForward(b, PathParams{Delay: 40 * time.Millisecond, Hops: hops, Loss: 0.01})
+	})
+	b.Run("members=4", func(b *testing.B) {
+		p := PathParams{Delay: 40 * time.Millisecond, Hops: hops}
+		for i := range 4 {
+			p.Members = append(p.Members, MemberParams{Delay: time.Duration(i) * time.Millisecond, Loss: 0.01,
+				Hops: []netip.Addr{hops[0], netip.AddrFrom4([4]byte{10, 90, 17, byte(10 + i)}), hops[2]}})
+		}
+		benchForward(b, p)
 	})
 }
