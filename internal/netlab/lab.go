@@ -298,8 +298,12 @@ func (l *Lab) buildSite(s *siteRT) error {
 			// Unprivileged ICMP echo sockets, as probed may use them.
 			"net/ipv4/ping_group_range": "0 2147483647",
 			// Sites answer every probe: no ICMP rate limits in the lab.
-			"net/ipv4/icmp_ratelimit":      "0",
-			"net/ipv4/icmp_msgs_per_sec":   "1000000",
+			"net/ipv4/icmp_ratelimit":    "0",
+			"net/ipv4/icmp_msgs_per_sec": "1000000",
+			// The global bucket (IPv4 and IPv6 errors) holds 50 by default
+			// and refills every 20 ms: a burst of probes to closed UDP
+			// ports would go partly unanswered.
+			"net/ipv4/icmp_msgs_burst":     "1000000",
 			"net/ipv6/icmp/ratelimit":      "0",
 			"net/ipv6/conf/all/accept_dad": "0",
 		})
