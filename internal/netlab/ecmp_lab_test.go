@@ -127,7 +127,9 @@ func TestECMP(t *testing.T) {
 						},
 						func(ttl int) []byte { return udpPacket(src, port, dst, 9100, ttl, 20+ttl) }},
 					{"TCP connect", TCPFlow(src, port+1, dst, 443),
-						func(t *testing.T) { connectFrom(t, east, netip.AddrPortFrom(src, port+1), netip.AddrPortFrom(dst, 443)) },
+						func(t *testing.T) {
+							connectFrom(t, east, netip.AddrPortFrom(src, port+1), netip.AddrPortFrom(dst, 443))
+						},
 						func(ttl int) []byte { return synPacket(src, port+1, dst, 443, uint32(ttl)<<24, ttl) }},
 				} {
 					name := fmt.Sprintf("v6=%v %s %+v", v6, c.name, c.flow)
