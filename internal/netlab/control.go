@@ -211,7 +211,7 @@ type MemberState struct {
 	Jitter Duration     `json:"jitter"`
 	Loss   float64      `json:"loss"`
 	Down   bool         `json:"down"`
-	Hops   []netip.Addr `json:"hops"` // empty: the path's hops
+	Hops   []netip.Addr `json:"hops"` // a family without hops here: the path's
 	Stats  MemberStats  `json:"stats"`
 }
 

@@ -399,3 +399,33 @@ func TestPatchMembers(t *testing.T) {
 		t.Errorf("return member hops %v", r.Members[1].Hops)
 	}
 }
+
+// TestMemberHopsPerFamily: a member with IPv4 hops only keeps the path's
+// IPv6 hops.
+func TestMemberHopsPerFamily(t *testing.T) {
+	l := fakeLab(t)
+	east := l.sites[0]
+	p := PathParams{Hops: []netip.Addr{netip.MustParseAddr("10.90.17.1"), netip.MustParseAddr("fd90:1:7::1")},
+		Members: []MemberParams{{Hops: []netip.Addr{netip.MustParseAddr("10.90.17.10")}}}}
+	if err := l.SetPath("us-east", "eu-frankfurt", PathSiteLink, p); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	for _, c := range []struct{ src, dst, want netip.Addr }{
+		{e4, f4, netip.MustParseAddr("10.90.17.10")},
+		{e6, f6, netip.MustParseAddr("fd90:1:7::1")},
+	} {
+		l.forward(east, rng, udpPacket(c.src, 40000, c.dst, 9, 1, 20), 0)
+		got := popAll(east.out)
+		if len(got) != 1 {
+			t.Fatalf("%v: %d answers", c.dst, len(got))
+		}
+		from := netip.AddrFrom4([4]byte(got[0].b[12:16]))
+		if c.dst.Is6() {
+			from = netip.AddrFrom16([16]byte(got[0].b[8:24]))
+		}
+		if from != c.want {
+			t.Errorf("%v: Time Exceeded from %v, want %v", c.dst, from, c.want)
+		}
+	}
+}

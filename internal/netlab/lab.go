@@ -511,7 +511,7 @@ func (l *Lab) forward(s *siteRT, rng *rand.Rand, pkt []byte, now int64) {
 			st.lost.Add(1)
 			return
 		}
-		if len(m.Hops) > 0 {
+		if len(m.Hops) > 0 && familyHops(m.Hops, h.v6) > 0 {
 			hops = m.Hops
 		}
 		delay += m.Delay

@@ -111,10 +111,10 @@ type MemberParams struct {
 	Loss float64
 	// Down blackholes the member only.
 	Down bool
-	// Hops replace the path's Hops for this member's packets (Time
-	// Exceeded and Fragmentation Needed come from them). Empty: the
-	// path's hops, as for the members of a LAG, which traceroute cannot
-	// tell apart.
+	// Hops replace the path's Hops for this member's packets of their
+	// address family (Time Exceeded and Fragmentation Needed come from
+	// them). A family the member has no hops of keeps the path's hops, as
+	// for the members of a LAG, which traceroute cannot tell apart.
 	Hops []netip.Addr
 }
 
