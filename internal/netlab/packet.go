@@ -103,6 +103,8 @@ const (
 	icmpErrorTTL       = 64
 	protoICMP          = 1
 	protoICMPv6        = 58
+	protoTCP           = 6
+	protoUDP           = 17
 	ipv4HeaderLen      = 20
 	ipv6HeaderLen      = 40
 	icmpHeaderLen      = 8
