@@ -793,9 +793,6 @@ func (l *Lab) ResetDelayError() { l.errs.reset() }
 // Unroutable counts packets that no lab site owns (dropped).
 func (l *Lab) Unroutable() uint64 { return l.unroutable.Load() }
 
-// Topology returns the topology the lab was started with.
-func (l *Lab) Topology() Topology { return l.topo }
-
 // SiteNames lists the sites in topology order.
 func (l *Lab) SiteNames() []string {
 	out := make([]string, len(l.sites))

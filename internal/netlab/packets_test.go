@@ -3,6 +3,8 @@ package netlab
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/probed/probed/internal/inet"
 )
 
 // Packet builders for tests: complete IPv4 / IPv6 packets with valid
@@ -46,7 +48,7 @@ func ipPacket(src, dst netip.Addr, proto uint8, ttl int, l4 []byte, csum int) []
 	if proto != protoICMP {
 		sum = pseudoSum(src, dst, proto, len(m))
 	}
-	binary.BigEndian.PutUint16(m[csum:], checksum(sum, m))
+	binary.BigEndian.PutUint16(m[csum:], ^inet.Fold(inet.Sum(sum, m)))
 	return p
 }
 
