@@ -261,9 +261,13 @@ type countingObs struct {
 	errors map[string]int
 }
 
-func (o *countingObs) Sent()             { o.mu.Lock(); o.sent++; o.mu.Unlock() }
-func (o *countingObs) Error(r string)    { o.mu.Lock(); o.errors[r]++; o.mu.Unlock() }
-func (o *countingObs) get() (int, int)   { o.mu.Lock(); defer o.mu.Unlock(); return o.sent, o.errors["bind"] }
+func (o *countingObs) Sent()          { o.mu.Lock(); o.sent++; o.mu.Unlock() }
+func (o *countingObs) Error(r string) { o.mu.Lock(); o.errors[r]++; o.mu.Unlock() }
+func (o *countingObs) get() (int, int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.sent, o.errors["bind"]
+}
 func (o *countingObs) errs(r string) int { o.mu.Lock(); defer o.mu.Unlock(); return o.errors[r] }
 
 type pathCounts struct {

@@ -62,9 +62,9 @@ func (s *countingSink) removed(key string) bool {
 	defer s.mu.Unlock()
 	return s.gone[key]
 }
-func (s *countingSink) Ignored(i Ignored)                  { s.mu.Lock(); s.ignored[i]++; s.mu.Unlock() }
-func (s *countingSink) SchedulerLag(time.Duration)         {}
-func (s *countingSink) SocketDrops(uint64)                 {}
+func (s *countingSink) Ignored(i Ignored)          { s.mu.Lock(); s.ignored[i]++; s.mu.Unlock() }
+func (s *countingSink) SchedulerLag(time.Duration) {}
+func (s *countingSink) SocketDrops(uint64)         {}
 
 // matchFixture is an icmpConn with one probe in flight, without a socket:
 // it exercises the matching code on hand-built packets.
