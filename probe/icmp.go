@@ -56,7 +56,41 @@ type icmpProber struct {
 	// own marks the identifiers of this process's raw sockets: every raw
 	// socket receives a copy of every echo reply on the host, and the
 	// replies to our other sockets are skipped, not counted as foreign.
-	own [1 << 16 / 64]atomic.Uint64
+	// A closed socket's identifier stays marked for ownLinger, since
+	// replies to its last probes may still arrive; lingering lists them.
+	own       [1 << 16 / 64]atomic.Uint64
+	lingering []lingeringID // guarded by mu
+}
+
+type lingeringID struct {
+	id    uint16
+	until int64 // mono ns
+}
+
+// ownLinger is how long a closed socket's identifier stays ours: longer
+// than any probe timeout (at most 10 intervals of at most a few seconds).
+const ownLinger = 2 * time.Minute
+
+// linger keeps id marked as ours for ownLinger; it is not reused meanwhile.
+func (p *icmpProber) linger(id uint16) {
+	p.mu.Lock()
+	p.lingering = append(p.lingering, lingeringID{id: id, until: p.e.monoNow() + int64(ownLinger)})
+	p.mu.Unlock()
+}
+
+// releaseLingering frees the identifiers whose linger has passed.
+func (p *icmpProber) releaseLingering(now int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	keep := p.lingering[:0]
+	for _, l := range p.lingering {
+		if l.until > now {
+			keep = append(keep, l)
+		} else {
+			p.setOwn(l.id, false)
+		}
+	}
+	p.lingering = keep
 }
 
 func newICMPProber(e *Engine) *icmpProber {
@@ -227,6 +261,7 @@ func (p *icmpProber) expire(now int64) int64 {
 // reopenDue re-opens the broken sockets whose retry is due and returns
 // when the next retry falls due (0: none).
 func (p *icmpProber) reopenDue(now int64) int64 {
+	p.releaseLingering(now)
 	list := p.list.Load()
 	if list == nil {
 		return 0
@@ -313,6 +348,7 @@ type icmpConn struct {
 	id        uint16 // the identifier our requests carry (raw sockets)
 	raw       bool
 	ifindex   int   // of key.Interface when the socket was opened
+	everOpen  bool
 	err       error // why sock is nil
 	reopenAt  int64 // mono ns
 	backoff   time.Duration
@@ -360,9 +396,16 @@ func (c *icmpConn) openLocked() error {
 	}
 	info := s.Info()
 	if info.ID != c.id {
-		// A ping socket: the kernel chose the identifier.
-		c.p.setOwn(c.id, false)
+		// A ping socket: the kernel chose the identifier. The one it
+		// replaces was in use only if a socket was open before (a
+		// re-open, which never runs under p.mu, unlike the first open).
+		if c.everOpen {
+			c.p.linger(c.id)
+		} else {
+			c.p.setOwn(c.id, false)
+		}
 	}
+	c.everOpen = true
 	c.sock, c.id, c.raw, c.ifindex, c.err = s, info.ID, info.Mode == icmpsock.Raw, ifindex, nil
 	c.p.setOwn(info.ID, true)
 	c.p.opened(info)
@@ -429,7 +472,7 @@ func (c *icmpConn) close() {
 	c.mu.Unlock()
 	c.readers.Wait()
 	if raw {
-		c.p.setOwn(id, false)
+		c.p.linger(id)
 	}
 }
 
