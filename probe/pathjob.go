@@ -198,7 +198,11 @@ func (j *pathJob) mtu(t *target, dst netip.Addr) {
 		// Not even the smallest size was answered: the target is down
 		// or drops echo; the probe metrics tell which. Keep the last
 		// MTU rather than report a fake one.
-		j.fail(t, "path MTU search got no answer", errNoMTUAnswer)
+		floor := pmtu.MinIPv4
+		if dst.Is6() {
+			floor = pmtu.MinIPv6
+		}
+		j.fail(t, "path MTU search got no answer", fmt.Errorf("%w down to %d bytes", errNoMTUAnswer, floor))
 		return
 	}
 	j.ok("path MTU search works again")
@@ -219,7 +223,7 @@ func (j *pathJob) mtu(t *target, dst netip.Addr) {
 	}
 }
 
-var errNoMTUAnswer = errors.New("no answer to the smallest probe size")
+var errNoMTUAnswer = errors.New("no answer to probes of any size")
 
 // fail reports a round without result, logging a failure once per distinct
 // error rather than every round.
