@@ -94,10 +94,11 @@ type Engine struct {
 	life  context.Context
 	end   context.CancelFunc
 
-	icmp   *icmpProber
-	tcp    *tcpProber
-	shared *pathSockets
-	names  *resolver
+	icmp    *icmpProber
+	tcp     *tcpProber
+	shared  *pathSockets
+	names   *resolver
+	bindLog bindLog
 
 	mu      sync.Mutex // guards targets, sched, and the guarded fields of targets
 	targets map[string]*target
@@ -150,6 +151,7 @@ func New(o Options) *Engine {
 	e.tcp = &tcpProber{e: e}
 	e.shared = &pathSockets{e: e}
 	e.names = newResolver(e, o.Resolver)
+	e.bindLog.log = o.Log
 	return e
 }
 

@@ -2,8 +2,12 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"net/netip"
+	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"go.uber.org/zap"
 
@@ -150,16 +154,48 @@ func (e *Engine) bind(t *target) error {
 	if old != nil && old != b {
 		t.job.unbind(t, old)
 	}
+	e.bindLog.note(t, ip, hadErr, err)
+	return err
+}
+
+// bindLog logs bind failures once per distinct error, however many jobs
+// share it (fifty targets behind one missing interface are one message),
+// and says when the last job with that error is bound again.
+type bindLog struct {
+	log *zap.Logger
+	mu  sync.Mutex
+	n   map[string]int // error text -> jobs failing with it
+}
+
+func (l *bindLog) note(t *target, ip netip.Addr, was, now error) {
+	if (was == nil) == (now == nil) && (was == nil || was.Error() == now.Error()) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.n == nil {
+		l.n = map[string]int{}
+	}
 	fields := []zap.Field{zap.Stringer("kind", t.spec.Kind), zap.String("target_site", t.spec.TargetSite),
 		zap.String("target", t.spec.Target), zap.Stringer("address", ip), zap.String("source", t.spec.Source),
 		zap.String("interface", t.spec.Interface)}
-	switch {
-	case err != nil && (hadErr == nil || hadErr.Error() != err.Error()):
-		e.log.Warn("cannot open or bind the job's socket; retrying", append(fields, zap.Error(err))...)
-	case err == nil && hadErr != nil:
-		e.log.Info("job's socket is bound again", fields...)
+	if was != nil {
+		if l.n[was.Error()]--; l.n[was.Error()] <= 0 {
+			delete(l.n, was.Error())
+			if now == nil {
+				l.log.Info("jobs' sockets are bound again", append(fields, zap.String("after", was.Error()))...)
+			}
+		}
 	}
-	return err
+	if now != nil {
+		if l.n[now.Error()]++; l.n[now.Error()] == 1 {
+			msg := "cannot open or bind a job's socket; retrying (one message for every job with this error)"
+			if errors.Is(now, unix.EPERM) || errors.Is(now, unix.EACCES) {
+				msg = "no privilege for this job's sockets (root or CAP_NET_RAW; or turn trace and mtu off for unprivileged agents); retrying"
+			}
+			l.log.Warn(msg, append(fields, zap.Error(now))...)
+		}
+	}
 }
 
 // checkInterfaces re-binds jobs whose interface was deleted and re-created
