@@ -60,3 +60,32 @@ func TestAWSPollingAndDiscovery(t *testing.T) {
 		t.Fatalf("%d ICMP jobs after the aws: section went away, want the file's 2", n)
 	}
 }
+
+// --aws.poll-all (Options.PollAll) overrides aws.poll_all of the shared
+// mesh file for one agent.
+func TestPollAllOverride(t *testing.T) {
+	awstest.Env(t)
+	ns := ptestutil.NewNetNS(t)
+	mesh := strings.Replace(awsMesh, "  discovery:\n    enabled: true\n", "  poll_all: false\n", 1)
+	conns := func(o Options, want func(int) bool) (int, *testAgent) {
+		a := startAgent(t, mesh, o)
+		n := 0
+		waitUntil(t, 30*time.Second, "Direct Connect connections polled", func() bool {
+			n = testutil.CollectAndCount(a.reg, "probed_dx_connection_state")
+			return want(n)
+		})
+		return n, a
+	}
+	ns2 := ptestutil.NewNetNS(t)
+	all := true
+	// With the override, more than the agent's own connection appears.
+	if every, _ := conns(Options{Sockets: nssock.In(ns2), PollAll: &all}, func(n int) bool { return n >= 2 }); every < 2 {
+		t.Fatalf("%d connections with the override", every)
+	}
+	// Without it, only the agent's own, even after every region's round.
+	_, a := conns(Options{Sockets: nssock.In(ns)}, func(n int) bool { return n >= 1 })
+	time.Sleep(3 * time.Second)
+	if own := testutil.CollectAndCount(a.reg, "probed_dx_connection_state"); own != 1 {
+		t.Fatalf("%d connections polled with poll_all: false, want the agent's own", own)
+	}
+}

@@ -37,13 +37,24 @@ func run(args []string) int {
 	}
 	// probed --help describes the default command's flags too: they are
 	// what most users are looking for.
+	named := false
+	for _, a := range args {
+		if _, ok := cmds[a]; ok || a == "help" {
+			named = true
+		}
+	}
 	app.HelpFlag.PreAction(func(pc *kingpin.ParseContext) error {
-		if pc.SelectedCommand == nil {
-			app.Writer(os.Stdout)
+		if !named {
+			// pc has the default command selected: its usage lists
+			// run's flags; the other commands follow.
 			_ = app.UsageForContext(pc)
-			fmt.Fprintln(os.Stdout, "\nFlags of the default command, run:")
-			rc, _ := app.ParseContext([]string{"run"})
-			_ = app.UsageForContextWithTemplate(rc, 2, runFlagsTemplate)
+			fmt.Fprintln(os.Stdout, "Commands:")
+			for _, c := range app.Model().Commands {
+				if !c.Hidden {
+					fmt.Fprintf(os.Stdout, "  %-13s %s\n", c.Name, c.Help)
+				}
+			}
+			fmt.Fprintln(os.Stdout, "\nprobed <command> --help shows the flags of a command.")
 			os.Exit(0)
 		}
 		return nil
@@ -64,11 +75,6 @@ func run(args []string) int {
 	}
 	return c.run(ctx)
 }
-
-// runFlagsTemplate lists only the flags of a command.
-const runFlagsTemplate = `{{define "FormatFlags"}}{{range .Flags}}{{if not .Hidden}}  {{if .Short}}-{{.Short|Char}}, {{end}}--{{.Name}}{{if not .IsBoolFlag}}={{.FormatPlaceHolder}}{{end}}
-        {{.Help}}
-{{end}}{{end}}{{end}}{{template "FormatFlags" .Context.SelectedCommand.Model.FlagGroupModel}}`
 
 // command is one subcommand: its name, whether it handles SIGINT/SIGTERM
 // itself, and what runs it, returning the exit status.
