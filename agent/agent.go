@@ -103,8 +103,11 @@ func (a *Agent) Load(ctx context.Context) error {
 	if err != nil {
 		return fail(err)
 	}
-	if err := a.apply(ctx, cfg, plan); err != nil && first && errors.Is(err, icmpsock.ErrPermission) {
-		return err
+	if err := a.apply(ctx, cfg, plan); err != nil && errors.Is(err, icmpsock.ErrPermission) {
+		if first {
+			return err // fatal: the caller says what to grant
+		}
+		a.log.Error("some ICMP jobs cannot run", zap.Error(icmpsock.ErrPermission))
 	}
 	a.loaded = true
 	a.agentM.ReloadOK.Set(1)

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/probed/probed/config"
+	"github.com/probed/probed/probe/icmpsock"
 )
 
 // ifaceCheck is how often interfaces that jobs bind to are looked up again:
@@ -179,7 +180,7 @@ func (l *bindLog) note(t *target, ip netip.Addr, was, now error) {
 	fields := []zap.Field{zap.Stringer("kind", t.spec.Kind), zap.String("target_site", t.spec.TargetSite),
 		zap.String("target", t.spec.Target), zap.Stringer("address", ip), zap.String("source", t.spec.Source),
 		zap.String("interface", t.spec.Interface)}
-	if was != nil {
+	if was != nil && !errors.Is(was, icmpsock.ErrPermission) {
 		if l.n[was.Error()]--; l.n[was.Error()] <= 0 {
 			delete(l.n, was.Error())
 			if now == nil {
@@ -187,7 +188,9 @@ func (l *bindLog) note(t *target, ip netip.Addr, was, now error) {
 			}
 		}
 	}
-	if now != nil {
+	// A missing ICMP privilege is the caller's to report: fatal at the
+	// first load (cmd/probed says what to grant, once).
+	if now != nil && !errors.Is(now, icmpsock.ErrPermission) {
 		if l.n[now.Error()]++; l.n[now.Error()] == 1 {
 			msg := "cannot open or bind a job's socket; retrying (one message for every job with this error)"
 			if errors.Is(now, unix.EPERM) || errors.Is(now, unix.EACCES) {

@@ -218,7 +218,8 @@ func TestPrivilege(t *testing.T) {
 	os.Chmod(dir, 0o755)
 	os.Chmod(filepath.Dir(dir), 0o755) // nobody must read the mesh file
 	file := filepath.Join(dir, "mesh.yaml")
-	os.WriteFile(file, []byte(fmt.Sprintf(meshTmpl, "      - address: 127.0.0.2\n")), 0o644)
+	// Three targets: the refusal is still said once.
+	os.WriteFile(file, []byte(fmt.Sprintf(meshTmpl, "      - address: 127.0.0.2\n      - address: 127.0.0.3\n      - address: ::1\n")), 0o644)
 	run := func(d time.Duration) (string, error) {
 		cmd := exec.Command("ip", "netns", "exec", ns.Name, os.Args[0], "-test.run=^TestPrivilege$")
 		cmd.Env = append(os.Environ(), "PROBED_TEST_UNPRIV="+file, "PROBED_TEST_DURATION="+d.String(), "PROBED_TEST_ADDR="+freePort(t))
@@ -229,6 +230,9 @@ func TestPrivilege(t *testing.T) {
 	out, err := run(3 * time.Second)
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(out, "CAP_NET_RAW") || !strings.Contains(out, "ping_group_range") {
 		t.Fatalf("without privilege: %v\n%s", err, out)
+	}
+	if n := strings.Count(out, "no permission to open ICMP sockets"); n != 1 {
+		t.Errorf("the refusal is said %d times, want once:\n%s", n, out)
 	}
 	ns.MustRun(t, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
 	out, err = run(2 * time.Second)
