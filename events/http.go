@@ -131,12 +131,17 @@ func (j *Journal) serveList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	if evs == nil {
-		evs = []Event{}
+	// Encoded through the plain API structs: Event's MarshalJSON would
+	// have every event's bytes re-validated by the encoder.
+	resp := struct {
+		Events []apiEvent `json:"events"`
+	}{Events: make([]apiEvent, len(evs))}
+	for i, e := range evs {
+		resp.Events[i] = toAPI(e)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	if err := json.NewEncoder(w).Encode(ListResponse{Events: evs}); err != nil {
+	if err := json.NewEncoder(w).Encode(resp); err != nil {
 		j.o.Logger.Debug("writing events response", zap.Error(err))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 )
 
@@ -174,7 +175,8 @@ func (j *Journal) Query(ctx context.Context, q Query) ([]Event, error) {
 	slices.SortFunc(segs, func(a, b segment) int { return cmp.Compare(b.maxT, a.maxT) })
 	pf := newPrefilter(&q)
 	var out []found
-	var buf []byte
+	rb := getBuf()
+	defer putBuf(rb)
 	var cands []candidate
 	for _, s := range segs {
 		if err := ctx.Err(); err != nil {
@@ -186,8 +188,8 @@ func (j *Journal) Query(ctx context.Context, q Query) ([]Event, error) {
 		if len(out) >= q.Limit && s.maxT < out[q.Limit-1].Time.UnixNano() {
 			break // nothing here is newer than what we have
 		}
-		var err error
-		if buf, err = readSegment(s, buf); err != nil {
+		buf, err := rb.read(s)
+		if err != nil {
 			return nil, err
 		}
 		cands = cands[:0]
@@ -216,7 +218,7 @@ func (j *Journal) Query(ctx context.Context, q Query) ([]Event, error) {
 		}
 	}
 	if q.Related {
-		if err := j.fillRelated(ctx, segs, out, &buf); err != nil {
+		if err := j.fillRelated(ctx, segs, out, rb); err != nil {
 			return nil, err
 		}
 	}
@@ -264,8 +266,9 @@ func Relates(a, b *Event) bool {
 
 // fillRelated lists, for every anchor in out, the related events within
 // RelatedWindow of it: one pass over the segments that overlap the anchors'
-// windows, decoding only lines that fall in some window.
-func (j *Journal) fillRelated(ctx context.Context, segs []segment, out []found, buf *[]byte) error {
+// windows, decoding only lines that fall in some window and carry a label
+// some anchor could relate to (byte patterns, as for queries).
+func (j *Journal) fillRelated(ctx context.Context, segs []segment, out []found, rb *readBuf) error {
 	w := int64(j.o.RelatedWindow)
 	var anchors []int
 	for i := range out {
@@ -279,8 +282,10 @@ func (j *Journal) fillRelated(ctx context.Context, segs []segment, out []found, 
 	// Anchor times, sorted, to test "within w of some anchor" by binary
 	// search.
 	at := make([]int64, len(anchors))
+	pats := relatedPatterns{}
 	for i, a := range anchors {
 		at[i] = out[a].Time.UnixNano()
+		pats.add(&out[a].Event)
 	}
 	slices.Sort(at)
 	lo, hi := at[0]-w, at[len(at)-1]+w
@@ -296,13 +301,13 @@ func (j *Journal) fillRelated(ctx context.Context, segs []segment, out []found, 
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("querying related events: %w", err)
 		}
-		var err error
-		if *buf, err = readSegment(s, *buf); err != nil {
+		buf, err := rb.read(s)
+		if err != nil {
 			return err
 		}
-		forLines(*buf, func(line []byte, off int) {
+		forLines(buf, func(line []byte, off int) {
 			t, ok := lineTime(line)
-			if !ok || !near(t) {
+			if !ok || !near(t) || !pats.any(line) {
 				return
 			}
 			e, err := decode(line)
@@ -312,6 +317,7 @@ func (j *Journal) fillRelated(ctx context.Context, segs []segment, out []found, 
 			pool = append(pool, found{Event: e, seq: s.seq, off: off})
 		})
 	}
+	slices.SortFunc(pool, func(a, b found) int { return a.Time.Compare(b.Time) })
 	type rel struct {
 		f    *found
 		dist int64
@@ -321,17 +327,18 @@ func (j *Journal) fillRelated(ctx context.Context, segs []segment, out []found, 
 		a := &out[ai]
 		ta := a.Time.UnixNano()
 		rs = rs[:0]
-		for k := range pool {
+		first := sort.Search(len(pool), func(i int) bool { return pool[i].Time.UnixNano() >= ta-w })
+		for k := first; k < len(pool) && pool[k].Time.UnixNano() <= ta+w; k++ {
 			c := &pool[k]
 			if c.seq == a.seq && c.off == a.off {
 				continue // the anchor itself
 			}
+			if !Relates(&a.Event, &c.Event) {
+				continue
+			}
 			d := c.Time.UnixNano() - ta
 			if d < 0 {
 				d = -d
-			}
-			if d > w || !Relates(&a.Event, &c.Event) {
-				continue
 			}
 			rs = append(rs, rel{c, d})
 		}
@@ -346,4 +353,88 @@ func (j *Journal) fillRelated(ctx context.Context, segs []segment, out []found, 
 		slices.SortStableFunc(a.Related, func(x, y Event) int { return y.Time.Compare(x.Time) })
 	}
 	return nil
+}
+
+// relatedPatterns are the byte patterns of which a line must hold one to
+// possibly relate to some anchor (see Relates): the anchor's pair, the
+// sites of the pair as an AWS site, its VIF or connection, or an agent
+// kind.
+type relatedPatterns struct {
+	seen map[string]bool
+	pats [][]byte
+}
+
+func (p *relatedPatterns) addPat(b []byte) {
+	if p.seen == nil {
+		p.seen = map[string]bool{}
+		for _, k := range Kinds() {
+			if k.Scope() == ScopeAgent {
+				p.addPat(jsonPair("kind", string(k)))
+			}
+		}
+	}
+	if !p.seen[string(b)] {
+		p.seen[string(b)] = true
+		p.pats = append(p.pats, b)
+	}
+}
+
+func (p *relatedPatterns) add(a *Event) {
+	l := &a.Labels
+	if l.SourceSite != "" && l.TargetSite != "" {
+		// source_site and target_site are adjacent in the encoding.
+		p.addPat(append(append(jsonPair("source_site", l.SourceSite), ','), jsonPair("target_site", l.TargetSite)...))
+	}
+	for _, site := range []string{l.SourceSite, l.TargetSite, l.Site} {
+		if site != "" {
+			p.addPat(jsonPair("site", site))
+		}
+	}
+	if l.VIFID != "" {
+		p.addPat(jsonPair("vif_id", l.VIFID))
+	}
+	if l.ConnectionID != "" {
+		p.addPat(jsonPair("connection_id", l.ConnectionID))
+	}
+}
+
+func (p *relatedPatterns) any(line []byte) bool {
+	for _, b := range p.pats {
+		if bytes.Contains(line, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// readBuf is a reusable buffer for reading segments; it remembers which
+// segment it holds, so the related pass does not read the newest segment a
+// second time.
+type readBuf struct {
+	b     []byte
+	seq   uint64
+	size  int64
+	valid bool
+}
+
+var bufPool = sync.Pool{New: func() any { return new(readBuf) }}
+
+func getBuf() *readBuf { return bufPool.Get().(*readBuf) }
+
+func putBuf(rb *readBuf) {
+	rb.valid = false
+	bufPool.Put(rb)
+}
+
+func (rb *readBuf) read(s segment) ([]byte, error) {
+	if rb.valid && rb.seq == s.seq && rb.size == s.size {
+		return rb.b, nil
+	}
+	b, err := readSegment(s, rb.b)
+	if err != nil {
+		rb.valid = false
+		return nil, err
+	}
+	rb.b, rb.seq, rb.size, rb.valid = b, s.seq, s.size, true
+	return b, nil
 }
