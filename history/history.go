@@ -276,6 +276,18 @@ func (sr *Series) Points(since, now time.Time) []Point {
 	return out
 }
 
+// Latest returns the newest minute with answered probes among the current
+// and the previous one: the "current median" of the console's matrix.
+func (sr *Series) Latest(now time.Time) (Point, bool) {
+	pts := sr.Points(now.Add(-time.Minute), now)
+	for i := len(pts) - 1; i >= 0; i-- {
+		if pts[i].Sent > pts[i].Lost {
+			return pts[i], true
+		}
+	}
+	return Point{}, false
+}
+
 // enc stores an RTT in 16 bits: microseconds, exact below 2048 µs, then a
 // 5-bit exponent and 11-bit mantissa (0.05 % rounding error), up to days.
 // The code is monotonic in the RTT.

@@ -89,6 +89,19 @@ func TestMinutes(t *testing.T) {
 	if p := pts[2]; p.Sent != 2 || !near(p.Min, 80*time.Millisecond) || !near(p.Median, 85*time.Millisecond) || !near(p.Max, 90*time.Millisecond) {
 		t.Fatalf("current minute: %+v", p)
 	}
+	// Latest: the current minute has answers.
+	if p, ok := sr.Latest(t0.Add(4*time.Minute + 30*time.Second)); !ok || !near(p.Median, 85*time.Millisecond) {
+		t.Fatalf("latest: %+v %v", p, ok)
+	}
+	// A minute later without answers the previous minute still counts;
+	// two minutes later nothing does.
+	sr.Lost(t0.Add(5 * time.Minute))
+	if p, ok := sr.Latest(t0.Add(5*time.Minute + time.Second)); !ok || !p.Time.Equal(t0.Add(4*time.Minute)) {
+		t.Fatalf("latest after a lost minute: %+v %v", p, ok)
+	}
+	if _, ok := sr.Latest(t0.Add(7 * time.Minute)); ok {
+		t.Fatal("latest from minutes ago")
+	}
 	// since cuts the start.
 	if pts := sr.Points(t0.Add(time.Minute), t0.Add(4*time.Minute)); len(pts) != 2 {
 		t.Fatalf("since: %+v", pts)
