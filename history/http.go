@@ -37,6 +37,11 @@ type SeriesJSON struct {
 	Points [][6]*float64 `json:"points"`
 }
 
+// Register mounts GET /api/v1/history on mux.
+func (s *Store) Register(mux *http.ServeMux) {
+	mux.Handle(PathHistory, s.Handler(nil))
+}
+
 // Handler serves GET /api/v1/history. Parameters: the probe labels
 // (source_site, target_site, target, path, segment, protocol, port) as
 // equality filters, all optional, and since (a duration like 6h, RFC 3339
