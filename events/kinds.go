@@ -204,11 +204,23 @@ func NewNSMHealthChanged(at time.Time, l Labels, degraded bool) Event {
 }
 
 // NewAWSPollFailed: polling an AWS service in a region started failing;
-// outcome as in probed_aws_api_requests_total. Labels: service, region,
-// account, site (the agent's).
+// outcome as in probed_aws_api_requests_total ("" when only the error
+// message is known). Labels: service, region, account, site (the agent's).
 func NewAWSPollFailed(at time.Time, l Labels, outcome, message string) Event {
+	why := outcome
+	if why == "" {
+		// The SDK's messages end with what AWS said ("api error
+		// AccessDeniedException: …"): the part worth a summary.
+		why = message
+		if i := strings.LastIndex(why, "api error "); i >= 0 {
+			why = why[i+len("api error "):]
+		}
+		if r := []rune(why); len(r) > 160 {
+			why = string(r[:160]) + "…"
+		}
+	}
 	return Event{Time: at, Kind: AWSPollFailed, Labels: l,
-		Summary: fmt.Sprintf("AWS %s polling failing in %s: %s", l.Service, l.Region, outcome),
+		Summary: fmt.Sprintf("AWS %s polling failing in %s: %s", l.Service, l.Region, why),
 		Details: map[string]any{"outcome": outcome, "message": message}}
 }
 
