@@ -49,11 +49,11 @@ type LossEvent struct {
 type Loss struct {
 	p LossParams
 
-	bits  uint64 // outcome ring, 1 = lost; bit i is slot i
-	times [64]int64
-	pos   int // next slot
-	n     int // slots filled
-	lost  int // ones among the filled slots
+	bits  uint64  // outcome ring, 1 = lost; bit i is slot i
+	times []int64 // send times, Window slots
+	pos   int     // next slot
+	n     int     // slots filled
+	lost  int     // ones among the filled slots
 
 	in           bool
 	start, last  int64 // first and last lost probe of the episode
@@ -66,7 +66,7 @@ func NewLoss(p LossParams) *Loss {
 	if err := p.Validate(); err != nil {
 		panic("changepoint: " + err.Error())
 	}
-	return &Loss{p: p}
+	return &Loss{p: p, times: make([]int64, p.Window)}
 }
 
 // Add takes one probe's verdict. It returns an event when the episode

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -94,10 +95,10 @@ func BenchmarkEventsAPI(b *testing.B) {
 				size = w.Body.Len()
 			}
 			b.ReportMetric(float64(size), "resp_bytes")
+			b.ReportMetric(float64(st.Bytes)/float64(st.Events), "stored_bytes/event")
 		})
 	}
-	b.ReportMetric(float64(st.Bytes)/float64(st.Events), "bytes/event")
-	b.ReportMetric(float64(st.Segments), "segments")
+	b.Logf("%d events in %d segments, %d bytes: %.0f bytes per event", st.Events, st.Segments, st.Bytes, float64(st.Bytes)/float64(st.Events))
 }
 
 // BenchmarkEmit is the cost of one Emit (encode + write(2)).
@@ -110,5 +111,39 @@ func BenchmarkEmit(b *testing.B) {
 	e := NewTargetDown(t0, tokyo, 3)
 	for b.Loop() {
 		j.Emit(e)
+	}
+}
+
+// TestStorageBytesPerKind logs what one event of each kind costs on disk with
+// the reference mesh's labels, the figures behind the storage estimate in
+// docs/events.md, and guards against a kind growing out of bounds.
+func TestStorageBytesPerKind(t *testing.T) {
+	at := t0
+	l := Probe("us-east", "ap-singapore", "10.77.5.1", "sitelink", "prod", "icmp", "")
+	aws := Labels{Site: "us-east", Segment: "prod", Region: "us-east-1", VIFID: "dxvif-fp1k7x2q", BGPPeerID: "dxpeer-fp14k7x2q"}
+	hops := []string{"10.90.17.1", "10.90.17.5", "10.90.18.2", "10.90.19.7", "10.77.5.1"}
+	for _, e := range []Event{
+		NewTargetDown(at, l, 3),
+		NewTargetUp(at, l, 95*time.Second),
+		NewLossStarted(at, l, 3, 20),
+		NewLossEnded(at, l, at.Add(-time.Minute), 7, 60),
+		NewLatencyShift(at, l, 191*time.Millisecond, 214*time.Millisecond, at.Add(100*time.Second)),
+		NewPathChanged(at, l, hops, append([]string{"10.90.17.1", "10.90.17.9"}, hops[2:]...)),
+		NewMTUChanged(at, l, 9001, 1500),
+		NewSTAMPLossStarted(at, l, "forward", 5, 100),
+		NewBGPPeerChanged(at, aws, "169.254.100.1/30", "up", "down"),
+		NewDXVIFChanged(at, Labels{Site: "us-east", Segment: "prod", Region: "us-east-1", VIFID: "dxvif-fp1k7x2q", ConnectionID: "dxcon-fh1k7x2q"}, "sitelink-prod", "available", "down"),
+		NewAWSPollFailed(at, Labels{Service: "directconnect", Region: "us-east-1", Site: "us-east"}, "", "api error ThrottlingException: Rate exceeded"),
+		NewConfigReloaded(at, "us-east", []string{"us-east → eu-frankfurt 10.77.7.9 (sitelink/prod icmp)"}, nil, nil),
+	} {
+		b, err := json.Marshal(record{T: e.Time.UnixNano(), Kind: e.Kind, Summary: e.Summary, Labels: e.Labels, Details: e.Details})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := len(b) + 1
+		t.Logf("%-24s %4d bytes", e.Kind, n)
+		if n > 1024 {
+			t.Errorf("%s takes %d bytes", e.Kind, n)
+		}
 	}
 }

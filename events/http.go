@@ -269,6 +269,16 @@ func (j *Journal) publish(e Event) {
 	}
 }
 
+// EndStreams ends every live stream and refuses new ones: hook it to the
+// HTTP server's shutdown (http.Server.RegisterOnShutdown) so open consoles
+// do not hold the shutdown up. Close does it too.
+func (j *Journal) EndStreams() {
+	if j == nil {
+		return
+	}
+	j.closeStreams()
+}
+
 func (j *Journal) closeStreams() {
 	j.subMu.Lock()
 	defer j.subMu.Unlock()

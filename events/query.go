@@ -199,7 +199,8 @@ func (j *Journal) Query(ctx context.Context, q Query) ([]Event, error) {
 				cands = append(cands, candidate{t: t, off: off, end: off + len(line)})
 			}
 		})
-		slices.SortStableFunc(cands, func(a, b candidate) int { return cmp.Compare(b.t, a.t) })
+		// Newest first; among equal times the later appended first.
+		slices.SortFunc(cands, func(a, b candidate) int { return cmp.Or(cmp.Compare(b.t, a.t), cmp.Compare(b.off, a.off)) })
 		took := 0
 		for _, c := range cands {
 			if took >= q.Limit {
@@ -212,7 +213,9 @@ func (j *Journal) Query(ctx context.Context, q Query) ([]Event, error) {
 			out = append(out, found{Event: e, seq: s.seq, off: c.off})
 			took++
 		}
-		slices.SortStableFunc(out, func(a, b found) int { return b.Time.Compare(a.Time) })
+		slices.SortFunc(out, func(a, b found) int {
+			return cmp.Or(b.Time.Compare(a.Time), cmp.Compare(b.seq, a.seq), cmp.Compare(b.off, a.off))
+		})
 		if len(out) > q.Limit {
 			out = out[:q.Limit]
 		}
