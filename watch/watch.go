@@ -8,8 +8,8 @@
 // segmentation_restored.
 //
 // Per verdict: about 0.35 µs and no allocation (an event allocates when it
-// is emitted). Per target: the history (4.5 kB for 6 h, none when off) plus
-// about 700 bytes of detector state.
+// is emitted). Per target (measured, TestMemoryPerTarget): 5.7 kB with 6
+// hours of history, 1.2 kB with history off (detectors and labels).
 package watch
 
 import (

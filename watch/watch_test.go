@@ -2,7 +2,9 @@ package watch
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
@@ -199,5 +201,34 @@ func BenchmarkVerdict(b *testing.B) {
 			tg.Answered(at(i), 70*time.Millisecond+time.Duration(i%7)*time.Millisecond)
 		}
 		i++
+	}
+}
+
+// TestMemoryPerTarget measures a watched target with 6 hours of history, and
+// without history.
+func TestMemoryPerTarget(t *testing.T) {
+	const n = 2000
+	for _, disabled := range []bool{false, true} {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		w, _ := New(Options{History: history.New(history.Options{Disabled: disabled})})
+		ts := make([]*Target, n)
+		for i := range n {
+			l := tokyo
+			l.Target = fmt.Sprintf("10.77.%d.%d", i/250, i%250)
+			ts[i] = w.Add(l, false)
+			for m := range 360 {
+				ts[i].Answered(t0.Add(time.Duration(m)*time.Minute), 70*time.Millisecond)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		per := float64(after.HeapAlloc-before.HeapAlloc) / n
+		t.Logf("history disabled=%v: %.0f bytes per target", disabled, per)
+		if (!disabled && per > 6000) || (disabled && per > 1500) {
+			t.Errorf("%.0f bytes per target (history disabled=%v)", per, disabled)
+		}
+		runtime.KeepAlive(ts)
 	}
 }
