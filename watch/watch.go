@@ -112,6 +112,23 @@ type Target struct {
 	lostRun   int
 	runStart  time.Time // send time of the first loss of the current run
 	downSince time.Time
+	changed   time.Time // last up/down transition (zero: none yet)
+}
+
+// State returns up/down as probed_target_up (nil before the first verdict;
+// for a guard, true while it violates) and when it last changed (zero if it
+// never did): the status API's "up" and "since".
+func (t *Target) State() (*bool, time.Time) {
+	if t == nil {
+		return nil, time.Time{}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.up < 0 {
+		return nil, t.changed
+	}
+	up := t.up == 1
+	return &up, t.changed
 }
 
 // Answered records an answered probe: sent is its send time, rtt its RTT.
@@ -128,6 +145,7 @@ func (t *Target) Answered(sent time.Time, rtt time.Duration) {
 		if t.up != 1 {
 			evs[n] = events.NewSegmentationViolation(sent, t.l)
 			n++
+			t.changed = sent
 		}
 		t.up = 1
 		t.mu.Unlock()
@@ -137,6 +155,9 @@ func (t *Target) Answered(sent time.Time, rtt time.Duration) {
 	if t.up == 0 {
 		evs[n] = events.NewTargetUp(sent, t.l, sent.Sub(t.downSince))
 		n++
+	}
+	if t.up != 1 {
+		t.changed = sent
 	}
 	t.up = 1
 	if ev, ok := t.loss.Add(sent, false); ok {
@@ -176,7 +197,7 @@ func (t *Target) Lost(sent time.Time) {
 			evs[n] = events.NewTargetDown(t.runStart, t.l, t.lostRun)
 			n++
 		}
-		t.up, t.downSince = 0, t.runStart
+		t.up, t.downSince, t.changed = 0, t.runStart, t.runStart
 	}
 	if !t.guard {
 		if ev, ok := t.loss.Add(sent, true); ok {

@@ -84,6 +84,9 @@ func TestOutage(t *testing.T) {
 	if evs[3].Details["down_seconds"] != float64(30) || evs[2].Details["lost"] != float64(30) || evs[2].Details["sent"] != float64(30) {
 		t.Errorf("details: up %v, loss %v", evs[3].Details, evs[2].Details)
 	}
+	if up, since := tg.State(); up == nil || !*up || !since.Equal(at(630)) {
+		t.Errorf("state: %v since %v", up, since)
+	}
 	// The outage lists the loss episode nearby.
 	if len(evs[0].Related) != 3 {
 		t.Errorf("target_down lists %d related events, want the other 3", len(evs[0].Related))
@@ -138,6 +141,12 @@ func TestDownFromTheStart(t *testing.T) {
 	}
 	if down != 1 {
 		t.Fatalf("a target down from the start: %d target_down", down)
+	}
+	if up, since := tg.State(); up == nil || *up || !since.Equal(at(0)) {
+		t.Errorf("state: %v since %v", up, since)
+	}
+	if up, _ := w.Add(tokyo, false).State(); up != nil {
+		t.Error("a new target has a state")
 	}
 }
 
