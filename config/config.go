@@ -8,16 +8,18 @@
 package config
 
 import (
-	"fmt"
-	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v4"
 )
 
-// Defaults applied when the mesh file leaves a value out.
+// Defaults applied when the mesh file leaves a value out. A value written
+// as 0 is not "left out": it is checked against the ranges like any other.
 const (
-	DefaultInterval        = time.Second
+	DefaultInterval = time.Second
+	// DefaultTimeout applies when no timeout is written, unless 10 times the
+	// interval is shorter: then that is the timeout (an interval of 100ms
+	// alone gets 1s), so a default never breaks the timeout ≤ 10 × interval rule.
 	DefaultTimeout         = 2 * time.Second
 	DefaultSize            = 56
 	DefaultLossWindow      = 100
@@ -70,7 +72,6 @@ type Site struct {
 // TCPPorts adds a TCP-connect probe.
 type Target struct {
 	Address  string   `yaml:"address"`
-	Name     string   `yaml:"name"`
 	Path     string   `yaml:"path"`
 	Segment  string   `yaml:"segment"`
 	TCPPorts []uint16 `yaml:"tcp_ports"`
@@ -108,52 +109,6 @@ type ProbeConfig struct {
 	LossWindow      int      `yaml:"loss_window"`
 	DownAfter       int      `yaml:"down_after"`
 	ResolveInterval Duration `yaml:"resolve_interval"`
-}
-
-// Duration is a time.Duration written as a Go/Prometheus duration string.
-type Duration time.Duration
-
-// UnmarshalYAML accepts "1s", "250ms", "1m30s" and Prometheus units ("1d").
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("expected a duration such as 1s or 500ms")
-	}
-	v, err := ParseDuration(n.Value)
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalYAML writes the duration back in its string form.
-func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
-
-// D returns the value as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-// ParseDuration parses Go durations plus the "d" and "w" units Prometheus users write.
-func ParseDuration(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	mult := time.Duration(0)
-	switch {
-	case strings.HasSuffix(s, "d"):
-		mult = 24 * time.Hour
-	case strings.HasSuffix(s, "w"):
-		mult = 7 * 24 * time.Hour
-	}
-	if mult != 0 {
-		var n int64
-		if _, err := fmt.Sscanf(s[:len(s)-1], "%d", &n); err != nil || fmt.Sprint(n) != s[:len(s)-1] {
-			return 0, fmt.Errorf("invalid duration %q", s)
-		}
-		return time.Duration(n) * mult, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q (use e.g. 1s, 500ms, 5m)", s)
-	}
-	return d, nil
 }
 
 // UnmarshalYAML records where the site was written.

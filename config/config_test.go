@@ -139,7 +139,7 @@ sites:
       - address: 10.0.0.1
         tcp_ports: [http]
 `, "m.yaml:6:21: sites[0].targets[0].tcp_ports[0]: expected an integer from 0 to 65535, got \"http\""},
-		{"yaml syntax", "sites:\n  - name: a\n    targets: [\n", "m.yaml:3: did not find expected node content"},
+		{"yaml syntax", "sites:\n  - name: a\n    targets: [\n", "m.yaml:3:14: this '[' list is not closed: did not find expected node content at line 4, column 1"},
 		{"family mismatch", `
 sites:
   - name: a
