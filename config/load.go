@@ -240,11 +240,31 @@ func syntaxError(file string, data []byte, err error) *Error {
 		e.Line, e.Col = ctxLine, ctxCol
 		e.Msg = msg
 	}
+	// A '[' or '{' open where the parser gave up, on an earlier line, and
+	// never closed in the whole file is the mistake, whatever the parser
+	// says it tripped on (often a block line read as part of the list).
+	var unclosed *yaml.Mark
+	if o := openFlow(data, le.Mark); o != nil && (o.Line < le.Mark.Line || le.Mark.Line == 0) {
+		if end := openFlow(data, yaml.Mark{Line: 1 << 30}); end != nil && *end == *o {
+			unclosed = o
+		}
+	}
 	switch c := charAt(data, le.Mark.Line, le.Mark.Column); {
 	case c == '\t' && (strings.Contains(le.Message, "tab") || strings.Contains(le.Message, "cannot start any token")):
 		e.Msg = "a tab character here: YAML indents with spaces only"
 	case (c == '@' || c == '`') && strings.Contains(le.Message, "cannot start any token"):
 		e.Msg = fmt.Sprintf("a value cannot start with %q in YAML: quote it", c)
+	case unclosed != nil:
+		// The parser names the innermost flow node, or the list it is
+		// in, or no context at all; the mistake is the bracket left open
+		// on an earlier line.
+		o := unclosed
+		ctxLine, ctxCol = o.Line, o.Column
+		what := "'[' list"
+		if o.Index == '{' {
+			what = "'{' mapping"
+		}
+		atContext(fmt.Sprintf("this %s is not closed: %s at %s", what, le.Message, gaveUp))
 	case ctxLine == 0:
 		switch {
 		case strings.Contains(le.Message, "mapping values are not allowed"):
@@ -252,16 +272,6 @@ func syntaxError(file string, data []byte, err error) *Error {
 		case strings.Contains(le.Message, "unknown anchor"):
 			e.Msg += " (an alias *name needs an anchor &name written before it)"
 		}
-	case strings.Contains(ctx, "flow") && openFlow(data, le.Mark) != nil && openFlow(data, le.Mark).Line < le.Mark.Line:
-		// The parser names the innermost flow node, or the list it is in;
-		// the mistake is the bracket left open on an earlier line.
-		o := openFlow(data, le.Mark)
-		ctxLine, ctxCol = o.Line, o.Column
-		what := "'[' list"
-		if o.Index == '{' {
-			what = "'{' mapping"
-		}
-		atContext(fmt.Sprintf("this %s is not closed: %s at %s", what, le.Message, gaveUp))
 	case strings.Contains(ctx, "quoted scalar"):
 		if strings.Contains(le.Message, "end of stream") {
 			atContext("this quoted string is not closed before the end of the file")
@@ -282,6 +292,9 @@ func syntaxError(file string, data []byte, err error) *Error {
 // openFlow finds the innermost '[' or '{' still open at mark (Index holds
 // the bracket), skipping comments and quoted strings; nil if none is.
 func openFlow(data []byte, mark yaml.Mark) *yaml.Mark {
+	if mark.Line == 0 { // unknown: the end of the file
+		mark.Line = 1 << 30
+	}
 	var stack []yaml.Mark
 	line, col := 1, 1
 	prev := byte('\n') // the last non-blank byte, to tell a quote that opens a string
@@ -322,7 +335,9 @@ func openFlow(data []byte, mark yaml.Mark) *yaml.Mark {
 				}
 				break
 			}
-		case c == '[' || c == '{':
+		case (c == '[' || c == '{') && strings.IndexByte("\n[{,:-?", prev) >= 0:
+			// Only at the start of a value: a '[' inside a plain
+			// scalar (a[1]) opens nothing.
 			stack = append(stack, yaml.Mark{Index: int(c), Line: line, Column: col})
 		case (c == ']' || c == '}') && len(stack) > 0:
 			stack = stack[:len(stack)-1]
@@ -390,14 +405,32 @@ type validator struct {
 	errs Errors
 	// dropped counts errors past maxKeptErrors.
 	dropped int
+	seen    map[errKey]*Error
+	repeats map[*Error]int
 }
 
 func (v *validator) add(e *Error) {
+	// The same value reached through several aliases or merge keys gives
+	// the same error at the same place: keep it once, count the repeats.
+	k := errKey{e.Line, e.Col, e.Msg}
+	if first, ok := v.seen[k]; ok && e.Line > 0 {
+		v.repeats[first]++
+		return
+	}
 	if len(v.errs) >= maxKeptErrors {
 		v.dropped++
 		return
 	}
+	if v.seen == nil {
+		v.seen, v.repeats = map[errKey]*Error{}, map[*Error]int{}
+	}
+	v.seen[k] = e
 	v.errs = append(v.errs, e)
+}
+
+type errKey struct {
+	line, col int
+	msg       string
 }
 
 func (v *validator) errorf(n *yaml.Node, field, format string, args ...any) {
@@ -456,25 +489,8 @@ func (v *validator) result() Errors {
 		}
 		return a.Col < b.Col
 	})
-	// The same value reached through several aliases or merge keys gives
-	// the same error at the same place: say it once.
-	type key struct {
-		line, col int
-		msg       string
-	}
-	first := map[key]*Error{}
-	repeats := map[*Error]int{}
-	out := es[:0:0]
-	for _, e := range es {
-		k := key{e.Line, e.Col, e.Msg}
-		if f, ok := first[k]; ok && e.Line > 0 {
-			repeats[f]++
-			continue
-		}
-		first[k] = e
-		out = append(out, e)
-	}
-	for e, n := range repeats {
+	out := es
+	for e, n := range v.repeats {
 		e.Msg += fmt.Sprintf(" (and %d more times: the value is used again through an alias or merge key)", n)
 	}
 	more := v.dropped

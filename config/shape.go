@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v4"
 )
@@ -136,24 +137,42 @@ func (v *validator) lookup(path string) (val, key, via *yaml.Node) {
 		if n.Kind != yaml.MappingNode {
 			return nil, nil, nil
 		}
-		found := false
-		for _, p := range effectivePairs(n, nil) {
-			if p.key.Value == name {
-				n, key, found = p.val, p.key, true
-				if p.via != nil {
-					via = p.via
-				}
-				break
-			}
-		}
-		if !found {
+		k, val, merged := findKey(n, name)
+		if k == nil {
 			return nil, nil, nil
+		}
+		n, key = val, k
+		if merged != nil {
+			via = merged
 		}
 	}
 	if n.Kind == yaml.AliasNode {
 		via, n = n, resolve(n)
 	}
 	return n, key, via
+}
+
+// findKey finds a key of a mapping as the decoder applies it (merge keys
+// included); merged is the alias that brought it in, if any. Lookups run
+// for every target, so the common case allocates nothing.
+func findKey(m *yaml.Node, name string) (key, val, merged *yaml.Node) {
+	hasMerge := false
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k := m.Content[i]
+		if k.Value == name && !isMergeKey(k) {
+			return k, m.Content[i+1], nil
+		}
+		hasMerge = hasMerge || isMergeKey(k)
+	}
+	if !hasMerge {
+		return nil, nil, nil
+	}
+	for _, p := range effectivePairs(m, nil) {
+		if p.key.Value == name {
+			return p.key, p.val, p.via
+		}
+	}
+	return nil, nil, nil
 }
 
 var durationType = reflect.TypeOf(Duration(0))
@@ -302,9 +321,22 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
+// fieldCache holds yamlFields per type: the shape check asks once per
+// mapping, which is once per target.
+var fieldCache sync.Map // reflect.Type -> map[string]reflect.StructField
+
 // yamlFields maps the yaml keys of a struct type to its fields, following
-// inline embedded structs.
+// inline embedded structs. The map is shared: do not modify it.
 func yamlFields(t reflect.Type) map[string]reflect.StructField {
+	if m, ok := fieldCache.Load(t); ok {
+		return m.(map[string]reflect.StructField)
+	}
+	m := structFields(t)
+	fieldCache.Store(t, m)
+	return m
+}
+
+func structFields(t reflect.Type) map[string]reflect.StructField {
 	m := map[string]reflect.StructField{}
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
@@ -314,7 +346,7 @@ func yamlFields(t reflect.Type) map[string]reflect.StructField {
 		}
 		name, opts, _ := strings.Cut(tag, ",")
 		if strings.Contains(opts, "inline") {
-			for k, v := range yamlFields(f.Type) {
+			for k, v := range structFields(f.Type) {
 				m[k] = v
 			}
 			continue
@@ -377,8 +409,8 @@ func editDistance(a, b string) int {
 // large mesh stays well inside, and the worst file under the limit is
 // checked in a fraction of a second.
 const (
-	expansionFactor    = 4
-	expansionAllowance = 50_000
+	expansionFactor    = 10
+	expansionAllowance = 20_000
 )
 
 // checkExpansion counts the document's values with every alias expanded,
@@ -404,8 +436,8 @@ func (v *validator) checkExpansion() *Error {
 		}
 	}
 	return &Error{File: v.file, Line: worst.Line, Col: worst.Column, Field: v.pathOf(worst),
-		Msg: fmt.Sprintf("aliases expand the file to more than %d values (it writes %d; at most %d are allowed): this alias *%s alone repeats %d; aliases may share values, not multiply them",
-			min(total, x.cap()), written, limit, worst.Value, x.size[worst.Alias])}
+		Msg: fmt.Sprintf("aliases expand the file to %s values (it writes %d; at most %d are allowed): this alias *%s alone repeats %d; aliases may share values, not multiply them",
+			x.countText(total), written, limit, worst.Value, x.size[worst.Alias])}
 }
 
 type expansion struct {
@@ -417,6 +449,13 @@ type expansion struct {
 
 // cap keeps counts from overflowing; any count this large is refused anyway.
 func (x *expansion) cap() int { return 1 << 40 }
+
+func (x *expansion) countText(n int) string {
+	if n >= x.cap() {
+		return fmt.Sprintf("more than %d", x.cap())
+	}
+	return strconv.Itoa(n)
+}
 
 func (x *expansion) count(n *yaml.Node) int {
 	if s, ok := x.size[n]; ok {
