@@ -94,7 +94,7 @@ func Load(file string) (*Config, error) {
 }
 
 func tooLarge(file string, size int64) *Error {
-	return &Error{File: file, Msg: fmt.Sprintf("the file is %.1f MiB; a mesh file may be at most %d MiB (10,000 targets take about 0.3 MiB): is it the right file?",
+	return &Error{File: file, Msg: fmt.Sprintf("the file is %.1f MiB, more than the %d MiB a mesh file may be (10,000 targets take about 0.3 MiB): is it the right file?",
 		float64(size)/(1<<20), MaxFileSize>>20)}
 }
 

@@ -193,7 +193,7 @@ func generated() []Case {
 	// A 30 MB value: refused by size before it is read; nothing echoes it.
 	big := bytes.Repeat([]byte("x"), 30<<20)
 	cs = append(cs, Case{Name: "30 MB value", Data: append(append([]byte(mesh+"        path: "), big...), '\n'),
-		Msg: "a mesh file may be at most 16 MiB"})
+		Msg: "more than the 16 MiB a mesh file may be"})
 
 	// A 2 MB value within the size limit: quoted shortened.
 	v := strings.Repeat("y/", 1<<20)
