@@ -49,8 +49,6 @@ type Config struct {
 
 	// File is the path the config was read from (for messages).
 	File string `yaml:"-"`
-	// root keeps the parsed YAML tree so validation can point at lines.
-	root *yaml.Node
 }
 
 // Site is one data center.

@@ -217,8 +217,11 @@ sites:
 
 func TestLoadMissingFile(t *testing.T) {
 	_, err := Load("testdata/does-not-exist.yaml")
-	if err == nil || !os.IsNotExist(unwrapAll(err)) {
+	if err == nil || !os.IsNotExist(unwrapAll(err)) || err.Error() != "testdata/does-not-exist.yaml: reading the mesh file: no such file or directory" {
 		t.Fatalf("err = %v", err)
+	}
+	if _, err := Load("testdata"); err == nil || err.Error() != "testdata: reading the mesh file: is a directory" {
+		t.Fatalf("a directory: err = %v", err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"reflect"
 	"sort"
@@ -78,7 +79,7 @@ func (es Errors) Error() string {
 func Load(file string) (*Config, error) {
 	f, err := os.Open(file)
 	if err != nil {
-		return nil, fmt.Errorf("reading config file: %w", err)
+		return nil, readError(file, err)
 	}
 	defer f.Close()
 	// Refuse an oversized file before reading it; the limited read also
@@ -88,9 +89,19 @@ func Load(file string) (*Config, error) {
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading config file: %w", err)
+		return nil, readError(file, err)
 	}
 	return Parse(data, file)
+}
+
+// readError is "FILE: reading the mesh file: REASON", like every other
+// error about the file; the cause stays reachable (errors.Is(err, fs.ErrNotExist)).
+func readError(file string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return fmt.Errorf("%s: reading the mesh file: %w", file, err)
 }
 
 func tooLarge(file string, size int64) *Error {
@@ -128,7 +139,8 @@ func Parse(data []byte, file string) (*Config, error) {
 		// decoder's message if it did not.
 		return nil, Errors{syntaxError(file, data, err)}
 	}
-	cfg.File, cfg.root = file, doc
+	// The YAML tree is not kept: a running agent holds only the Config.
+	cfg.File = file
 	v.validate(cfg)
 	if len(v.errs) > 0 {
 		return nil, v.result()

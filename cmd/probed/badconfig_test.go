@@ -184,6 +184,14 @@ func TestBrokenConfigs(t *testing.T) {
 			}
 		}
 		t.Logf("%d files; most CPU %v (%s); largest max RSS %.1f MiB (%s)", len(cases), worstCPU, worstCPUName, float64(worstRSS)/(1<<20), worstRSSName)
+
+		// No file to read: the same form, the file named, status 2.
+		for _, f := range []string{filepath.Join(t.TempDir(), "missing.yaml"), t.TempDir()} {
+			m := runMeasured(t, helper, bin, "check-config", "--config.file="+f)
+			if m.exit != 2 || !strings.HasPrefix(m.stderr, f+": reading the mesh file: ") {
+				t.Errorf("check-config --config.file=%s: exit %d, stderr %q", f, m.exit, m.stderr)
+			}
+		}
 	})
 
 	t.Run("reload", func(t *testing.T) { testBrokenReloads(t, bin, cases, files) })
