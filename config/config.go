@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v4"
+	"go.yaml.in/yaml/v4/plugin/loaderlimits"
 )
 
 // Defaults applied when the mesh file leaves a value out. A value written
@@ -109,10 +110,15 @@ type ProbeConfig struct {
 	ResolveInterval Duration `yaml:"resolve_interval"`
 }
 
+// noAliasLimit turns off the YAML library's alias heuristic, which refuses
+// some small valid files (a list of targets shared by an alias): Parse
+// bounds the aliases' expansion itself before decoding (checkExpansion).
+var noAliasLimit = yaml.WithPlugin(loaderlimits.New(loaderlimits.AliasNone()))
+
 // UnmarshalYAML records where the site was written.
 func (s *Site) UnmarshalYAML(n *yaml.Node) error {
 	type plain Site
-	if err := n.Decode((*plain)(s)); err != nil {
+	if err := n.Load((*plain)(s), noAliasLimit); err != nil {
 		return err
 	}
 	s.Line = n.Line
@@ -123,7 +129,7 @@ func (s *Site) UnmarshalYAML(n *yaml.Node) error {
 // (duplicates, bad addresses) can point at it.
 func (t *Target) UnmarshalYAML(n *yaml.Node) error {
 	type plain Target
-	if err := n.Decode((*plain)(t)); err != nil {
+	if err := n.Load((*plain)(t), noAliasLimit); err != nil {
 		return err
 	}
 	t.Line, t.Col = n.Line, n.Column

@@ -14,7 +14,6 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v4"
-	"go.yaml.in/yaml/v4/plugin/loaderlimits"
 )
 
 // MaxFileSize is the largest mesh file read. A 10,000-target mesh is about
@@ -132,9 +131,7 @@ func Parse(data []byte, file string) (*Config, error) {
 		return nil, v.result()
 	}
 	cfg := &Config{}
-	// checkExpansion has bounded the aliases already; the library's own
-	// ratio heuristic would refuse some small files that are fine.
-	if err := doc.Load(cfg, yaml.WithPlugin(loaderlimits.New(loaderlimits.AliasNone()))); err != nil {
+	if err := doc.Load(cfg, noAliasLimit); err != nil {
 		// checkShape should have caught every type error; keep the
 		// decoder's message if it did not.
 		return nil, Errors{syntaxError(file, data, err)}

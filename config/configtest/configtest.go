@@ -209,6 +209,18 @@ func generated() []Case {
 	cs = append(cs, Case{Name: "alias bomb 58 KB", Data: ThreeLevelBomb(2000, 2000, 4500),
 		Line: 2007, Col: 5, Field: "sites[1]", Msg: "aliases expand the file to"})
 
+	// A list of 1,500 targets shared by a second site through an alias:
+	// within the expansion limit, so each repeat is reported (once the
+	// YAML library refused this with "excessive aliasing" and no line).
+	var l strings.Builder
+	l.WriteString("sites:\n  - name: a\n    targets: &tl\n")
+	for i := 0; i < 1500; i++ {
+		fmt.Fprintf(&l, "      - {address: 10.1.%d.%d}\n", i/250, i%250+1)
+	}
+	l.WriteString("  - name: b\n    targets: *tl\n")
+	cs = append(cs, Case{Name: "target list shared by an alias", Data: []byte(l.String()),
+		Line: 1505, Col: 14, Field: "sites[1].targets[0]", Msg: "this alias repeats the target 10.1.0.1 written at line 4"})
+
 	// Many distinct mistakes: the first is shown, the count of the rest ends the list.
 	var b strings.Builder
 	b.WriteString("sites:\n  - name: a\n    targets:\n")
