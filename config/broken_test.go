@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -48,4 +50,26 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// The files that cost the most under the expansion limit stay cheap: the
+// bytes allocated by Parse (a deterministic measure, unlike time) are
+// bounded, where an uncapped 58 KB bomb took gigabytes.
+func TestAliasFilesStayCheap(t *testing.T) {
+	const maxAlloc = 64 << 20
+	for name, data := range configtest.AliasFiles() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		_, err := Parse(data, "m.yaml")
+		runtime.ReadMemStats(&after)
+		alloc := after.TotalAlloc - before.TotalAlloc
+		t.Logf("%s (%d KB): %.1f MiB allocated; %v", name, len(data)>>10, float64(alloc)/(1<<20), firstLine(fmt.Sprint(err)))
+		if valid := strings.HasSuffix(name, "(valid)"); valid != (err == nil) {
+			t.Errorf("%s: valid %v, got error %v", name, valid, err)
+		}
+		if alloc > maxAlloc {
+			t.Errorf("%s: Parse allocated %d MiB; at most %d", name, alloc>>20, maxAlloc>>20)
+		}
+	}
 }

@@ -7,12 +7,7 @@
 // field's path, so a user can fix the file without guessing.
 package config
 
-import (
-	"time"
-
-	"go.yaml.in/yaml/v4"
-	"go.yaml.in/yaml/v4/plugin/loaderlimits"
-)
+import "time"
 
 // Defaults applied when the mesh file leaves a value out. A value written
 // as 0 is not "left out": it is checked against the ranges like any other.
@@ -64,6 +59,7 @@ type Site struct {
 	Agent   string   `yaml:"agent"`
 	Targets []Target `yaml:"targets"`
 
+	// Line is where the site is written (set by Parse).
 	Line int `yaml:"-"`
 }
 
@@ -95,6 +91,8 @@ type Target struct {
 	// STAMP marks the target as a STAMP reflector (a peer agent or router).
 	STAMP *bool `yaml:"stamp"`
 
+	// Line and Col are where the target is written (set by Parse), for
+	// messages and check-config's listing.
 	Line int `yaml:"-"`
 	Col  int `yaml:"-"`
 }
@@ -108,32 +106,6 @@ type ProbeConfig struct {
 	LossWindow      int      `yaml:"loss_window"`
 	DownAfter       int      `yaml:"down_after"`
 	ResolveInterval Duration `yaml:"resolve_interval"`
-}
-
-// noAliasLimit turns off the YAML library's alias heuristic, which refuses
-// some small valid files (a list of targets shared by an alias): Parse
-// bounds the aliases' expansion itself before decoding (checkExpansion).
-var noAliasLimit = yaml.WithPlugin(loaderlimits.New(loaderlimits.AliasNone()))
-
-// UnmarshalYAML records where the site was written.
-func (s *Site) UnmarshalYAML(n *yaml.Node) error {
-	type plain Site
-	if err := n.Load((*plain)(s), noAliasLimit); err != nil {
-		return err
-	}
-	s.Line = n.Line
-	return nil
-}
-
-// UnmarshalYAML records where the target was written so later checks
-// (duplicates, bad addresses) can point at it.
-func (t *Target) UnmarshalYAML(n *yaml.Node) error {
-	type plain Target
-	if err := n.Load((*plain)(t), noAliasLimit); err != nil {
-		return err
-	}
-	t.Line, t.Col = n.Line, n.Column
-	return nil
 }
 
 // IsGuard reports whether the target is a segmentation guard (expect: unreachable).

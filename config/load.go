@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v4"
+	"go.yaml.in/yaml/v4/plugin/loaderlimits"
 )
 
 // MaxFileSize is the largest mesh file read. A 10,000-target mesh is about
@@ -144,6 +145,11 @@ func Parse(data []byte, file string) (*Config, error) {
 	}
 	return cfg, nil
 }
+
+// noAliasLimit turns off the YAML library's alias heuristic, which refuses
+// some small valid files (a list of targets shared by an alias): Parse
+// bounds the aliases' expansion itself before decoding (checkExpansion).
+var noAliasLimit = yaml.WithPlugin(loaderlimits.New(loaderlimits.AliasNone()))
 
 // parseDocument parses the file's one YAML document and returns its root.
 func parseDocument(data []byte, file string) (*yaml.Node, *Error) {

@@ -38,13 +38,16 @@ func (v *validator) validate(c *Config) {
 	for i := range c.Sites {
 		s := &c.Sites[i]
 		sp := fmt.Sprintf("sites[%d]", i)
+		n, _, via := v.lookup(sp)
+		if n != nil {
+			s.Line = n.Line
+		}
 		switch {
 		case s.Name == "":
 			v.at(sp+".name", "every site needs a name")
 		case !siteNameRE.MatchString(s.Name):
 			v.at(sp+".name", "site name %s may only hold letters, digits, '-', '_' and '.'", quote(s.Name))
 		default:
-			n, _, via := v.lookup(sp)
 			if first, dup := sites[s.Name]; dup {
 				if n == first.node && via != nil {
 					v.errorf(via, sp, "this alias repeats site %s (line %d): a site may be listed once", quote(s.Name), first.line)
@@ -64,17 +67,20 @@ func (v *validator) validate(c *Config) {
 			nTargets++
 			t := &s.Targets[j]
 			tp := fmt.Sprintf("%s.targets[%d]", sp, j)
+			tn, _, via := v.lookup(tp)
+			if tn != nil {
+				t.Line, t.Col = tn.Line, tn.Column
+			}
 			v.validateTarget(c, t, tp)
 			k := key{strings.ToLower(t.Address), t.Path, t.Segment}
 			first, dup := seen[k]
 			if !dup {
-				n, _, _ := v.lookup(tp)
-				seen[k] = site{t.Line, n}
+				seen[k] = site{t.Line, tn}
 				continue
 			}
 			// A target repeated through an alias has the position of the
 			// first one: point at the alias instead.
-			if n, _, via := v.lookup(tp); n == first.node && via != nil {
+			if tn == first.node && via != nil {
 				v.errorf(via, tp, "this alias repeats the target %s written at line %d: a target may be listed once", clip(t.Address), first.line)
 				continue
 			}

@@ -158,6 +158,7 @@ func TestBrokenConfigs(t *testing.T) {
 		var worstCPU time.Duration
 		var worstRSS int64
 		var worstCPUName, worstRSSName string
+		leastCPU, leastRSS := time.Hour, int64(1<<62)
 		helper := buildRusage(t)
 		for i, c := range cases {
 			m := runMeasured(t, helper, bin, "check-config", "--config.file="+files[i])
@@ -176,6 +177,7 @@ func TestBrokenConfigs(t *testing.T) {
 			if cpu > maxCheckCPU || rss > maxCheckRSS {
 				t.Errorf("%s: check-config used %v CPU and %d MiB; limits %v and %d MiB", c.Name, cpu, rss>>20, maxCheckCPU, maxCheckRSS>>20)
 			}
+			leastCPU, leastRSS = min(leastCPU, cpu), min(leastRSS, rss)
 			if cpu > worstCPU {
 				worstCPU, worstCPUName = cpu, c.Name
 			}
@@ -183,7 +185,8 @@ func TestBrokenConfigs(t *testing.T) {
 				worstRSS, worstRSSName = rss, c.Name
 			}
 		}
-		t.Logf("%d files; most CPU %v (%s); largest max RSS %.1f MiB (%s)", len(cases), worstCPU, worstCPUName, float64(worstRSS)/(1<<20), worstRSSName)
+		t.Logf("%d files; CPU %v to %v (%s); max RSS %.1f to %.1f MiB (%s)", len(cases), leastCPU, worstCPU, worstCPUName,
+			float64(leastRSS)/(1<<20), float64(worstRSS)/(1<<20), worstRSSName)
 
 		// No file to read: the same form, the file named, status 2.
 		for _, f := range []string{filepath.Join(t.TempDir(), "missing.yaml"), t.TempDir()} {

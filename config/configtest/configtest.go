@@ -221,6 +221,13 @@ func generated() []Case {
 	cs = append(cs, Case{Name: "target list shared by an alias", Data: []byte(l.String()),
 		Line: 1505, Col: 14, Field: "sites[1].targets[0]", Msg: "this alias repeats the target 10.1.0.1 written at line 4"})
 
+	// The costliest broken alias file under the expansion limit: one
+	// target of 9 values repeated by 58 KB of aliases (see AliasFiles).
+	fat := AliasFiles()["fat target repeated"]
+	prefix := "    targets: [&t {address: 10.0.0.1, path: p, segment: s, size: 100}"
+	cs = append(cs, Case{Name: "58 KB of aliases to one target", Data: fat,
+		Line: 3, Col: len(prefix) + 2, Field: "sites[0].targets[1]", Msg: "this alias repeats the target 10.0.0.1 written at line 3"})
+
 	// Many distinct mistakes: the first is shown, the count of the rest ends the list.
 	var b strings.Builder
 	b.WriteString("sites:\n  - name: a\n    targets:\n")
@@ -255,4 +262,45 @@ func ThreeLevelBomb(k, m, p int) []byte {
 	b.WriteString(strings.Repeat("      - *t\n", m-1))
 	b.WriteString(strings.Repeat("  - *s\n", k-1))
 	return []byte(b.String())
+}
+
+// AliasSize is the size of the files AliasFiles builds: that of the issue's
+// alias bomb.
+const AliasSize = 58 << 10
+
+// AliasFiles are files of about AliasSize built to cost the most while
+// staying under the expansion limit (10 times the values written, or
+// 20,000 more): the worst a small file can do once bombs are refused.
+func AliasFiles() map[string][]byte {
+	out := map[string][]byte{}
+	fill := func(head, item, tail string) []byte {
+		n := (AliasSize - len(head) - len(tail)) / len(item)
+		return []byte(head + strings.Repeat(item, n) + tail)
+	}
+	// A target of 9 values (under the factor of 10) repeated by aliases.
+	out["fat target repeated"] = fill("sites:\n  - name: a\n    targets: [&t {address: 10.0.0.1, path: p, segment: s, size: 100}", ",*t", "]\n")
+	// A small target repeated by aliases.
+	out["target repeated"] = fill("sites:\n  - name: a\n    targets: [&t {address: 10.0.0.1}", ",*t", "]\n")
+	// A resource repeated by aliases in the aws: section.
+	out["aws resource repeated"] = fill("sites: [{name: a, region: us-east-1, targets: [{address: 10.0.0.1}]}]\naws:\n  resources: [&r {id: dxcon-1, site: a}", ",*r", "]\n")
+	// Distinct targets sharing a port list: a valid mesh, all probes.
+	var b strings.Builder
+	b.WriteString("site: a\nsites:\n  - name: a\n    targets: [{address: 10.0.0.1}]\n  - name: b\n    targets:\n      - {address: 10.1.0.1, tcp_ports: &p [1")
+	for i := 2; i <= 30; i++ {
+		fmt.Fprintf(&b, ",%d", i)
+	}
+	b.WriteString("]}\n")
+	for i := 1; b.Len() < AliasSize-40; i++ {
+		fmt.Fprintf(&b, "      - {address: 10.1.%d.%d, tcp_ports: *p}\n", i/250, i%250+1)
+	}
+	out["targets sharing ports (valid)"] = []byte(b.String())
+	// Distinct targets merging a defaults mapping of every field: valid.
+	b.Reset()
+	b.WriteString("site: a\nsites:\n  - name: a\n    targets: [{address: 10.0.0.1}]\n  - name: b\n    targets:\n")
+	b.WriteString("      - &d {address: 10.2.0.1, path: p, segment: s, interval: 1s, timeout: 1s, size: 100, tos: 0, family: ip4, expect: reachable, trace: false, mtu: false, icmp: true}\n")
+	for i := 1; b.Len() < AliasSize-40; i++ {
+		fmt.Fprintf(&b, "      - {<<: *d, address: 10.2.%d.%d}\n", i/250, i%250+1)
+	}
+	out["targets merging defaults (valid)"] = []byte(b.String())
+	return out
 }
