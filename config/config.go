@@ -4,7 +4,9 @@
 //
 // This is the only package that reads YAML. Decoding is strict: unknown keys,
 // bad values and failed validation are reported as file:line:column with the
-// field's path, so a user can fix the file without guessing.
+// field's path, so a user can fix the file without guessing. A value left
+// out takes its default; one written (0 included) is checked. Anchors,
+// aliases and merge keys work, within a bound on how much they expand.
 package config
 
 import "time"

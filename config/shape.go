@@ -435,6 +435,9 @@ func (v *validator) checkExpansion() *Error {
 			worst = a
 		}
 	}
+	if worst == nil { // cannot be: without aliases nothing expands
+		return &Error{File: v.file, Msg: fmt.Sprintf("the document expands to %s values; at most %d are allowed", x.countText(total), limit)}
+	}
 	return &Error{File: v.file, Line: worst.Line, Col: worst.Column, Field: v.pathOf(worst),
 		Msg: fmt.Sprintf("aliases expand the file to %s values (it writes %d; at most %d are allowed): this alias *%s alone repeats %d; aliases may share values, not multiply them",
 			x.countText(total), written, limit, worst.Value, x.size[worst.Alias])}
