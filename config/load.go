@@ -482,6 +482,18 @@ func (v *validator) set(path string) bool {
 	return n != nil && !isNull(n)
 }
 
+// written reports whether the mapping m (nil, or an alias of one, is fine)
+// writes a value for key: set for a node already in hand, without a walk
+// from the root.
+func written(m *yaml.Node, key string) bool {
+	m = resolve(m)
+	if m == nil || m.Kind != yaml.MappingNode {
+		return false
+	}
+	_, val, _ := findKey(m, key)
+	return val != nil && !isNull(resolve(val))
+}
+
 // line is the line the value at path is written on (0 if it is not).
 func (v *validator) line(path string) int {
 	if n, _, _ := v.lookup(path); n != nil {

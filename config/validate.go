@@ -71,7 +71,7 @@ func (v *validator) validate(c *Config) {
 			if tn != nil {
 				t.Line, t.Col = tn.Line, tn.Column
 			}
-			v.validateTarget(c, t, tp)
+			v.validateTarget(c, t, tp, tn)
 			k := key{strings.ToLower(t.Address), t.Path, t.Segment}
 			first, dup := seen[k]
 			if !dup {
@@ -234,11 +234,13 @@ func siteNames(c *Config) []string {
 	return n
 }
 
-func (v *validator) validateTarget(c *Config, t *Target, tp string) {
-	if !v.set(tp + ".path") {
+// validateTarget checks the target t written at tn (path tp).
+func (v *validator) validateTarget(c *Config, t *Target, tp string, tn *yaml.Node) {
+	set := func(key string) bool { return written(tn, key) }
+	if !set("path") {
 		t.Path = DefaultPath
 	}
-	if !v.set(tp + ".segment") {
+	if !set("segment") {
 		t.Segment = DefaultSegment
 	}
 	v.checkLabel(tp+".path", "path", t.Path)
@@ -264,7 +266,7 @@ func (v *validator) validateTarget(c *Config, t *Target, tp string) {
 	}
 	switch t.Family {
 	case "":
-		if v.set(tp + ".family") {
+		if set("family") {
 			v.at(tp+".family", "family must be ip4 or ip6, got %s", quote(t.Family))
 		}
 	case "ip4", "ip6":
@@ -290,7 +292,7 @@ func (v *validator) validateTarget(c *Config, t *Target, tp string) {
 	// The interval and timeout in force: the target's own, else probe:'s,
 	// else the defaults. An unwritten timeout follows the interval in force
 	// unless probe.timeout is written (see defaultTimeout).
-	ivSet, toSet := v.set(tp+".interval"), v.set(tp+".timeout")
+	ivSet, toSet := set("interval"), set("timeout")
 	interval, intervalFrom := c.Probe.Interval.D(), v.origin("probe.interval")
 	if ivSet {
 		interval, intervalFrom = t.Interval.D(), ""
@@ -304,7 +306,7 @@ func (v *validator) validateTarget(c *Config, t *Target, tp string) {
 		t.Timeout = Duration(defaultTimeout(interval))
 		v.checkTiming(tp, interval, t.Timeout.D(), "", "the default")
 	}
-	if v.set(tp + ".size") {
+	if set("size") {
 		v.checkSize(tp+".size", t.Size)
 	}
 	ports := map[uint16]bool{}
@@ -320,7 +322,7 @@ func (v *validator) validateTarget(c *Config, t *Target, tp string) {
 	switch t.Expect {
 	case "reachable", "unreachable":
 	case "":
-		if v.set(tp + ".expect") {
+		if set("expect") {
 			v.at(tp+".expect", "expect must be reachable or unreachable, got %s", quote(t.Expect))
 		}
 	default:

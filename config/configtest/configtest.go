@@ -38,8 +38,12 @@ func (c Case) Prefix(path string) string {
 	return b.String()
 }
 
-// mesh is a valid tail for cases about other sections: lines 1-4 of what follows.
-const mesh = "sites:\n  - name: a\n    targets:\n      - address: 10.0.0.1\n"
+// head is lines 1-3 of a mesh whose line 4 is the case's target; mesh is a
+// whole valid one (lines 1-4) for cases about other lines or sections.
+const (
+	head = "sites:\n  - name: a\n    targets:\n"
+	mesh = head + "      - address: 10.0.0.1\n"
+)
 
 func text(name string, line, col int, field, msg, data string) Case {
 	return Case{Name: name, Data: []byte(data), Line: line, Col: col, Field: field, Msg: msg}
@@ -79,14 +83,14 @@ func Broken() []Case {
 			"    targets:\n"+
 			"      - address: 10.0.0.4\n"),
 		text("unclosed flow list at end", 3, 14, "", "'[' list is not closed", "sites:\n  - name: a\n    targets: [\n"),
-		text("unclosed flow mapping", 4, 9, "", "'{' mapping is not closed", mesh[:len(mesh)-len("      - address: 10.0.0.1\n")]+"      - {address: 10.0.0.1\n  - name: b\n    targets: []\n"),
-		text("unclosed quoted string", 4, 18, "", "quoted string is not closed", mesh[:len(mesh)-len("10.0.0.1\n")]+"\"10.0.0.1\n"),
+		text("unclosed flow mapping", 4, 9, "", "'{' mapping is not closed", head+"      - {address: 10.0.0.1\n  - name: b\n    targets: []\n"),
+		text("unclosed quoted string", 4, 18, "", "quoted string is not closed", head+"      - address: \"10.0.0.1\n"),
 		text("bad indentation", 5, 4, "", "did not find expected '-' indicator", mesh+"   interval: 1s\n"),
-		text("colon in a plain value", 4, 31, "", "mapping values are not allowed", mesh[:len(mesh)-1]+" path: x\n"),
+		text("colon in a plain value", 4, 31, "", "mapping values are not allowed", head+"      - address: 10.0.0.1 path: x\n"),
 		text("line without colon", 5, 9, "", "neither 'key: value' nor a list item", mesh+"        sitelink\n      - address: 10.0.0.2\n"),
-		text("reserved character", 4, 18, "", "cannot start with '@'", mesh[:len(mesh)-len("10.0.0.1\n")]+"@router\n"),
-		text("undefined alias", 4, 18, "", "unknown anchor 'router'", mesh[:len(mesh)-len("10.0.0.1\n")]+"*router\n"),
-		text("NUL byte", 4, 24, "", "U+0000", mesh[:len(mesh)-3]+"\x00.1\n"),
+		text("reserved character", 4, 18, "", "cannot start with '@'", head+"      - address: @router\n"),
+		text("undefined alias", 4, 18, "", "unknown anchor 'router'", head+"      - address: *router\n"),
+		text("NUL byte", 4, 24, "", "U+0000", head+"      - address: 10.0.0\x00.1\n"),
 		text("not UTF-8", 2, 14, "", "byte 0xE9 is not UTF-8", "sites:\n  - name: caf\xe9\n    targets: [{address: 10.0.0.1}]\n"),
 		text("control character", 1, 8, "", "control character U+0007", "site: a\a\n"+mesh),
 		text("second document", 5, 1, "", "a second YAML document begins here", mesh+"---\nsites: []\n"),
@@ -113,7 +117,7 @@ func Broken() []Case {
 			"    targets:\n"+
 			"      - {<<: &d {bogus: 1}, address: 10.0.0.1}\n"),
 		text("merge key under a key that takes a list", 4, 9, "sites[0].targets", "expected a list, got a mapping", "sites:\n  - name: a\n    targets:\n        <<: {address: 10.0.0.1}\n"),
-		text("target repeated by an alias", 5, 9, "sites[0].targets[1]", "this alias repeats the target 10.0.0.1 written at line 4", mesh[:len(mesh)-len("      - address: 10.0.0.1\n")]+"      - &t {address: 10.0.0.1}\n      - *t\n"),
+		text("target repeated by an alias", 5, 9, "sites[0].targets[1]", "this alias repeats the target 10.0.0.1 written at line 4", head+"      - &t {address: 10.0.0.1}\n      - *t\n"),
 		text("site repeated by an alias", 5, 5, "sites[1]", "this alias repeats site \"a\" (line 2)", "sites:\n  - &s\n    name: a\n    targets: [{address: 10.0.0.1}]\n  - *s\n"),
 
 		// --- The document's shape: field paths and kinds.
