@@ -517,13 +517,14 @@ func (v *validator) result() Errors {
 		return a.Col < b.Col
 	})
 	out := es
-	for e, n := range v.repeats {
+	for e, n := range v.repeats { // counted by add
+
 		e.Msg += fmt.Sprintf(" (and %d more times: the value is used again through an alias or merge key)", n)
 	}
 	more := v.dropped
 	if len(out) > maxShownErrors {
 		more += len(out) - maxShownErrors
-		out = out[:maxShownErrors]
+		out = out[:maxShownErrors:maxShownErrors]
 	}
 	if more > 0 {
 		out = append(out, &Error{File: v.file, Msg: fmt.Sprintf("and %d more errors (fix the ones above first)", more)})
