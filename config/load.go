@@ -518,7 +518,6 @@ func (v *validator) result() Errors {
 	})
 	out := es
 	for e, n := range v.repeats { // counted by add
-
 		e.Msg += fmt.Sprintf(" (and %d more times: the value is used again through an alias or merge key)", n)
 	}
 	more := v.dropped
