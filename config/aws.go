@@ -103,54 +103,91 @@ func (a *AWSConfig) CloudWatchEnabled() bool { return a.CloudWatch == nil || *a.
 // NSMEnabled reports whether Network Synthetic Monitor is polled.
 func (a *AWSConfig) NSMEnabled() bool { return a.NSM == nil || *a.NSM }
 
+// MinAWSMetricsAge is how old a CloudWatch datapoint can be when it first
+// becomes readable: CloudWatch stamps a datapoint with the start of its 60 s
+// period and publishes it 1 to 3 minutes after the period ends. The agent
+// reads it up to one metrics_interval later still, so metrics_stale_after
+// must be at least MinAWSMetricsAge + metrics_interval, or series vanish
+// between datapoints (at 10s nothing would be exported most of the time).
+const MinAWSMetricsAge = 4 * time.Minute
+
 func (a *AWSConfig) validate(v *validator, path string, c *Config) {
-	def := func(d *Duration, val time.Duration) {
-		if *d == 0 {
+	set := func(field string) bool { return v.set(path + "." + field) }
+	def := func(field string, d *Duration, val time.Duration) {
+		if !set(field) {
 			*d = Duration(val)
 		}
 	}
-	def(&a.Interval, DefaultAWSInterval)
-	def(&a.MetricsInterval, DefaultAWSMetricsInterval)
-	def(&a.Timeout, DefaultAWSTimeout)
-	def(&a.StaleAfter, DefaultAWSStaleAfter)
-	def(&a.MetricsStaleAfter, DefaultAWSMetricsStaleAfter)
-	def(&a.MetricsLookback, DefaultAWSMetricsLookback)
-	def(&a.Discovery.Interval, DefaultAWSDiscoveryInterval)
-	if a.Tags.Site == "" {
-		a.Tags.Site = DefaultAWSTagSite
+	const minInterval = 10 * time.Second
+	def("interval", &a.Interval, DefaultAWSInterval)
+	def("metrics_interval", &a.MetricsInterval, DefaultAWSMetricsInterval)
+	// Defaults that depend on another value follow the value in force (or
+	// its default when it is invalid, which is reported on its own), so a
+	// value the user wrote never makes a default fail.
+	interval, metricsInterval := a.Interval.D(), a.MetricsInterval.D()
+	if interval < minInterval {
+		interval = DefaultAWSInterval
 	}
-	if a.Tags.Segment == "" {
-		a.Tags.Segment = DefaultAWSTagSegment
+	if metricsInterval < minInterval {
+		metricsInterval = DefaultAWSMetricsInterval
+	}
+	def("timeout", &a.Timeout, min(DefaultAWSTimeout, interval))
+	def("stale_after", &a.StaleAfter, max(DefaultAWSStaleAfter, 5*interval))
+	def("metrics_stale_after", &a.MetricsStaleAfter, max(DefaultAWSMetricsStaleAfter, MinAWSMetricsAge+2*metricsInterval))
+	def("metrics_lookback", &a.MetricsLookback, DefaultAWSMetricsLookback)
+	def("discovery.interval", &a.Discovery.Interval, DefaultAWSDiscoveryInterval)
+	for _, tag := range []struct {
+		field string
+		val   *string
+		def   string
+	}{{"tags.site", &a.Tags.Site, DefaultAWSTagSite}, {"tags.segment", &a.Tags.Segment, DefaultAWSTagSegment}} {
+		switch {
+		case !set(tag.field):
+			*tag.val = tag.def
+		case *tag.val == "":
+			v.at(path+"."+tag.field, "an empty tag key matches no resource: leave it out for %q", tag.def)
+		}
 	}
 
 	// Direct Connect has no published TPS quota; more often than every 10s
 	// only burns the shared throttling budget.
+	valid := map[string]bool{}
 	for _, d := range []struct {
 		field string
 		val   Duration
 		min   time.Duration
 	}{
-		{"interval", a.Interval, 10 * time.Second},
-		{"metrics_interval", a.MetricsInterval, 10 * time.Second},
+		{"interval", a.Interval, minInterval},
+		{"metrics_interval", a.MetricsInterval, minInterval},
 		{"timeout", a.Timeout, time.Second},
-		{"discovery.interval", a.Discovery.Interval, 10 * time.Second},
+		{"discovery.interval", a.Discovery.Interval, minInterval},
 		{"metrics_lookback", a.MetricsLookback, 2 * time.Minute},
+		{"stale_after", a.StaleAfter, time.Second},
 	} {
 		if d.val.D() < d.min {
 			v.at(path+"."+d.field, "must be at least %s, got %s", d.min, d.val.D())
+			continue
 		}
+		valid[d.field] = true
 	}
 	if a.MetricsLookback.D() > 3*time.Hour {
 		v.at(path+".metrics_lookback", "must be at most 3h (60-second CloudWatch data is only kept at full resolution that long), got %s", a.MetricsLookback.D())
 	}
-	if a.StaleAfter.D() < a.Interval.D() {
+	// Relations between two values are checked when both are valid on
+	// their own; the error goes on the one the user wrote.
+	if valid["stale_after"] && valid["interval"] && a.StaleAfter.D() < a.Interval.D() {
 		v.at(path+".stale_after", "stale_after %s is shorter than interval %s: every series would vanish between polls", a.StaleAfter.D(), a.Interval.D())
 	}
-	if a.MetricsStaleAfter.D() < a.MetricsInterval.D() {
-		v.at(path+".metrics_stale_after", "metrics_stale_after %s is shorter than metrics_interval %s: every series would vanish between polls", a.MetricsStaleAfter.D(), a.MetricsInterval.D())
+	if valid["metrics_interval"] {
+		if least := MinAWSMetricsAge + a.MetricsInterval.D(); a.MetricsStaleAfter.D() < least {
+			v.at(path+".metrics_stale_after", "must be at least %s, got %s: CloudWatch stamps a datapoint with the start of its minute and publishes it 1 to 3 minutes late, so the newest one is up to %s old when it appears, and it is read up to metrics_interval (%s) later",
+				least, a.MetricsStaleAfter.D(), MinAWSMetricsAge, a.MetricsInterval.D())
+		}
 	}
-	if a.Timeout.D() > a.Interval.D() {
-		v.at(path+".timeout", "timeout %s is longer than interval %s", a.Timeout.D(), a.Interval.D())
+	if valid["timeout"] && valid["interval"] && a.Timeout.D() > a.Interval.D() {
+		if set("timeout") {
+			v.at(path+".timeout", "timeout %s is longer than interval %s", a.Timeout.D(), a.Interval.D())
+		}
 	}
 
 	checkRegions := func(p string, regions []string) {
@@ -158,10 +195,10 @@ func (a *AWSConfig) validate(v *validator, path string, c *Config) {
 		for i, r := range regions {
 			rp := p + "[" + strconv.Itoa(i) + "]"
 			if !awsRegionRE.MatchString(r) {
-				v.at(rp, "%q is not an AWS region name (e.g. us-east-1)", r)
+				v.at(rp, "%s is not an AWS region name (e.g. us-east-1)", quote(r))
 			}
 			if seen[r] {
-				v.at(rp, "region %q listed twice", r)
+				v.at(rp, "region %s listed twice", quote(r))
 			}
 			seen[r] = true
 		}
@@ -169,7 +206,7 @@ func (a *AWSConfig) validate(v *validator, path string, c *Config) {
 	checkRegions(path+".regions", a.Regions)
 	for i := range c.Sites {
 		if r := c.Sites[i].Region; r != "" && !awsRegionRE.MatchString(r) {
-			v.at("sites["+strconv.Itoa(i)+"].region", "%q is not an AWS region name (e.g. us-east-1)", r)
+			v.at("sites["+strconv.Itoa(i)+"].region", "%s is not an AWS region name (e.g. us-east-1)", quote(r))
 		}
 	}
 
@@ -190,7 +227,7 @@ func (a *AWSConfig) validate(v *validator, path string, c *Config) {
 		if acc.RoleARN == "" {
 			v.at(ap+".role_arn", "role_arn is required (arn:aws:iam::<account>:role/<name>)")
 		} else if !awsRoleARNRE.MatchString(acc.RoleARN) {
-			v.at(ap+".role_arn", "%q is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)", acc.RoleARN)
+			v.at(ap+".role_arn", "%s is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)", quote(acc.RoleARN))
 		}
 		if acc.Name == "" {
 			// The account number names it in metrics and logs.
@@ -200,7 +237,7 @@ func (a *AWSConfig) validate(v *validator, path string, c *Config) {
 		}
 		if n := a.Accounts[i].Name; n != "" {
 			if names[n] {
-				v.at(ap+".name", "account name %q used twice", n)
+				v.at(ap+".name", "account name %s used twice", quote(n))
 			}
 			names[n] = true
 		}
@@ -211,10 +248,10 @@ func (a *AWSConfig) validate(v *validator, path string, c *Config) {
 	for i, id := range a.DXGatewayIDs {
 		gp := path + ".dx_gateway_ids[" + strconv.Itoa(i) + "]"
 		if !dxGatewayRE.MatchString(id) {
-			v.at(gp, "%q is not a Direct Connect gateway ID (a lower-case UUID such as 5f294f92-bafb-4011-916d-9b0bEXAMPLE)", id)
+			v.at(gp, "%s is not a Direct Connect gateway ID (a lower-case UUID such as 5f294f92-bafb-4011-916d-9b0bEXAMPLE)", quote(id))
 		}
 		if seenGW[id] {
-			v.at(gp, "gateway %q listed twice", id)
+			v.at(gp, "gateway %s listed twice", quote(id))
 		}
 		seenGW[id] = true
 	}
@@ -233,22 +270,22 @@ func (a *AWSConfig) validate(v *validator, path string, c *Config) {
 		case r.ID == "":
 			v.at(rp+".id", "id is required: a connection (dxcon-…, dxlag-…), a virtual interface (dxvif-…) or an NSM monitor name")
 		case seenRes[r.ID]:
-			v.at(rp+".id", "resource %q mapped twice", r.ID)
+			v.at(rp+".id", "resource %s mapped twice", quote(r.ID))
 		}
 		seenRes[r.ID] = true
 		if r.Site == "" && r.Segment == "" {
 			v.at(rp, "map the resource to a site, a segment or both")
 		}
 		if r.Site != "" && !sites[r.Site] {
-			v.at(rp+".site", "unknown site %q: the sites list has %s", r.Site, strings.Join(siteNames(c), ", "))
+			v.at(rp+".site", "unknown site %s: the sites list has %s", quote(r.Site), strings.Join(siteNames(c), ", "))
 		}
 		if r.Segment != "" && !labelRE.MatchString(r.Segment) {
-			v.at(rp+".segment", "segment %q may only hold letters, digits and _.:-", r.Segment)
+			v.at(rp+".segment", "segment %s may only hold letters, digits and _.:-", quote(r.Segment))
 		}
 	}
 	for i, s := range a.Discovery.Segments {
 		if !labelRE.MatchString(s) {
-			v.at(path+".discovery.segments["+strconv.Itoa(i)+"]", "segment %q may only hold letters, digits and _.:-", s)
+			v.at(path+".discovery.segments["+strconv.Itoa(i)+"]", "segment %s may only hold letters, digits and _.:-", quote(s))
 		}
 	}
 }

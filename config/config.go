@@ -4,20 +4,20 @@
 //
 // This is the only package that reads YAML. Decoding is strict: unknown keys,
 // bad values and failed validation are reported as file:line:column with the
-// field's path, so a user can fix the file without guessing.
+// field's path, so a user can fix the file without guessing. A value left
+// out takes its default; one written (0 included) is checked. Anchors,
+// aliases and merge keys work, within a bound on how much they expand.
 package config
 
-import (
-	"fmt"
-	"strings"
-	"time"
+import "time"
 
-	"gopkg.in/yaml.v3"
-)
-
-// Defaults applied when the mesh file leaves a value out.
+// Defaults applied when the mesh file leaves a value out. A value written
+// as 0 is not "left out": it is checked against the ranges like any other.
 const (
-	DefaultInterval        = time.Second
+	DefaultInterval = time.Second
+	// DefaultTimeout applies when no timeout is written, unless 10 times the
+	// interval is shorter: then that is the timeout (an interval of 100ms
+	// alone gets 1s), so a default never breaks the timeout ≤ 10 × interval rule.
 	DefaultTimeout         = 2 * time.Second
 	DefaultSize            = 56
 	DefaultLossWindow      = 100
@@ -47,8 +47,6 @@ type Config struct {
 
 	// File is the path the config was read from (for messages).
 	File string `yaml:"-"`
-	// root keeps the parsed YAML tree so validation can point at lines.
-	root *yaml.Node
 }
 
 // Site is one data center.
@@ -63,6 +61,7 @@ type Site struct {
 	Agent   string   `yaml:"agent"`
 	Targets []Target `yaml:"targets"`
 
+	// Line is where the site is written (set by Parse).
 	Line int `yaml:"-"`
 }
 
@@ -70,7 +69,6 @@ type Site struct {
 // TCPPorts adds a TCP-connect probe.
 type Target struct {
 	Address  string   `yaml:"address"`
-	Name     string   `yaml:"name"`
 	Path     string   `yaml:"path"`
 	Segment  string   `yaml:"segment"`
 	TCPPorts []uint16 `yaml:"tcp_ports"`
@@ -95,6 +93,8 @@ type Target struct {
 	// STAMP marks the target as a STAMP reflector (a peer agent or router).
 	STAMP *bool `yaml:"stamp"`
 
+	// Line and Col are where the target is written (set by Parse), for
+	// messages and check-config's listing.
 	Line int `yaml:"-"`
 	Col  int `yaml:"-"`
 }
@@ -108,73 +108,6 @@ type ProbeConfig struct {
 	LossWindow      int      `yaml:"loss_window"`
 	DownAfter       int      `yaml:"down_after"`
 	ResolveInterval Duration `yaml:"resolve_interval"`
-}
-
-// Duration is a time.Duration written as a Go/Prometheus duration string.
-type Duration time.Duration
-
-// UnmarshalYAML accepts "1s", "250ms", "1m30s" and Prometheus units ("1d").
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("expected a duration such as 1s or 500ms")
-	}
-	v, err := ParseDuration(n.Value)
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalYAML writes the duration back in its string form.
-func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
-
-// D returns the value as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-// ParseDuration parses Go durations plus the "d" and "w" units Prometheus users write.
-func ParseDuration(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	mult := time.Duration(0)
-	switch {
-	case strings.HasSuffix(s, "d"):
-		mult = 24 * time.Hour
-	case strings.HasSuffix(s, "w"):
-		mult = 7 * 24 * time.Hour
-	}
-	if mult != 0 {
-		var n int64
-		if _, err := fmt.Sscanf(s[:len(s)-1], "%d", &n); err != nil || fmt.Sprint(n) != s[:len(s)-1] {
-			return 0, fmt.Errorf("invalid duration %q", s)
-		}
-		return time.Duration(n) * mult, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q (use e.g. 1s, 500ms, 5m)", s)
-	}
-	return d, nil
-}
-
-// UnmarshalYAML records where the site was written.
-func (s *Site) UnmarshalYAML(n *yaml.Node) error {
-	type plain Site
-	if err := n.Decode((*plain)(s)); err != nil {
-		return err
-	}
-	s.Line = n.Line
-	return nil
-}
-
-// UnmarshalYAML records where the target was written so later checks
-// (duplicates, bad addresses) can point at it.
-func (t *Target) UnmarshalYAML(n *yaml.Node) error {
-	type plain Target
-	if err := n.Decode((*plain)(t)); err != nil {
-		return err
-	}
-	t.Line, t.Col = n.Line, n.Column
-	return nil
 }
 
 // IsGuard reports whether the target is a segmentation guard (expect: unreachable).

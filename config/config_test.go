@@ -142,7 +142,7 @@ sites:
       - address: 10.0.0.1
         tcp_ports: [http]
 `, "m.yaml:6:21: sites[0].targets[0].tcp_ports[0]: expected an integer from 0 to 65535, got \"http\""},
-		{"yaml syntax", "sites:\n  - name: a\n    targets: [\n", "m.yaml:3: did not find expected node content"},
+		{"yaml syntax", "sites:\n  - name: a\n    targets: [\n", "m.yaml:3:14: this '[' list is not closed: did not find expected node content at line 4, column 1"},
 		{"family mismatch", `
 sites:
   - name: a
@@ -220,8 +220,11 @@ sites:
 
 func TestLoadMissingFile(t *testing.T) {
 	_, err := Load("testdata/does-not-exist.yaml")
-	if err == nil || !os.IsNotExist(unwrapAll(err)) {
+	if err == nil || !os.IsNotExist(unwrapAll(err)) || err.Error() != "testdata/does-not-exist.yaml: reading the mesh file: no such file or directory" {
 		t.Fatalf("err = %v", err)
+	}
+	if _, err := Load("testdata"); err == nil || err.Error() != "testdata: reading the mesh file: is a directory" {
+		t.Fatalf("a directory: err = %v", err)
 	}
 }
 

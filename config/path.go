@@ -60,39 +60,41 @@ type MTUConfig struct {
 }
 
 func (t *TraceConfig) validate(v *validator, path string) {
-	if t.Interval == 0 {
+	set := func(field string) bool { return v.set(path + "." + field) }
+	if !set("interval") {
 		t.Interval = Duration(DefaultTraceInterval)
 	}
-	if t.Method == "" {
+	if !set("method") {
 		t.Method = DefaultTraceMethod
 	}
-	if t.MaxTTL == 0 {
+	if !set("max_ttl") {
 		t.MaxTTL = DefaultTraceMaxTTL
 	}
-	if t.ProbesPerHop == 0 {
+	if !set("probes_per_hop") {
 		t.ProbesPerHop = DefaultTraceProbesPerHop
 	}
-	if t.PPS == 0 {
+	if !set("pps") {
 		t.PPS = DefaultTracePPS
 	}
 	if t.Interval.D() < time.Second {
 		v.at(path+".interval", "must be at least 1s, got %s", t.Interval.D())
 	}
 	switch t.Method {
-	case TraceUDP:
-		if t.Port == 0 {
+	case TraceUDP, TraceTCP:
+		switch {
+		case !set("port") && t.Method == TraceUDP:
 			t.Port = DefaultTraceUDPPort
-		}
-	case TraceTCP:
-		if t.Port == 0 {
+		case !set("port"):
 			t.Port = DefaultTraceTCPPort
+		case t.Port == 0:
+			v.at(path+".port", "port must be between 1 and 65535, got 0")
 		}
 	case TraceICMP:
-		if t.Port != 0 {
+		if set("port") {
 			v.at(path+".port", "port is only used by the udp and tcp methods, not icmp")
 		}
 	default:
-		v.at(path+".method", "method must be udp, icmp or tcp, got %q", t.Method)
+		v.at(path+".method", "method must be udp, icmp or tcp, got %s", quote(t.Method))
 	}
 	if t.MaxTTL < 1 || t.MaxTTL > 64 {
 		v.at(path+".max_ttl", "must be between 1 and 64 hops, got %d", t.MaxTTL)
@@ -106,7 +108,7 @@ func (t *TraceConfig) validate(v *validator, path string) {
 }
 
 func (m *MTUConfig) validate(v *validator, path string) {
-	if m.Interval == 0 {
+	if !v.set(path + ".interval") {
 		m.Interval = Duration(DefaultMTUInterval)
 	}
 	if m.Paths == nil {
@@ -123,9 +125,7 @@ func (m *MTUConfig) validate(v *validator, path string) {
 		v.at(path+".retries", "must be between 0 and 10, got %d", *m.Retries)
 	}
 	for i, p := range m.Paths {
-		if !labelRE.MatchString(p) {
-			v.at(fmt.Sprintf("%s.paths[%d]", path, i), "path %q may only hold letters, digits and _.:-", p)
-		}
+		v.checkLabel(fmt.Sprintf("%s.paths[%d]", path, i), "path", p)
 	}
 }
 

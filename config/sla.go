@@ -118,7 +118,7 @@ func (s *SLAConfig) validate(v *validator, path string) {
 	}
 	for i, p := range s.AWSPaths {
 		if !labelRE.MatchString(p) {
-			v.at(fmt.Sprintf("%s.aws_paths[%d]", path, i), "path %q may only hold letters, digits and _.:-", p)
+			v.at(fmt.Sprintf("%s.aws_paths[%d]", path, i), "path %s may only hold letters, digits and _.:-", quote(p))
 		}
 	}
 }
@@ -127,7 +127,7 @@ func (e *SLAObjectiveSpec) validate(v *validator, path string, selectors bool) {
 	if !selectors {
 		for _, f := range [][2]string{{"source", e.Source}, {"target", e.Target}, {"path", e.Path}, {"segment", e.Segment}} {
 			if f[1] != "" {
-				v.at(path+"."+f[0], "the defaults apply to every pair; move %s: %q into an entry of sla.objectives", f[0], f[1])
+				v.at(path+"."+f[0], "the defaults apply to every pair; move %s: %s into an entry of sla.objectives", f[0], quote(f[1]))
 			}
 		}
 	}
@@ -142,15 +142,15 @@ func (e *SLAObjectiveSpec) validate(v *validator, path string, selectors bool) {
 	}
 	for _, f := range [][2]string{{"path", e.Path}, {"segment", e.Segment}} {
 		if f[1] != "" && !labelRE.MatchString(f[1]) {
-			v.at(path+"."+f[0], "%s %q may only hold letters, digits and _.:-", f[0], f[1])
+			v.at(path+"."+f[0], "%s %s may only hold letters, digits and _.:-", f[0], quote(f[1]))
 		}
 	}
 	for _, f := range [][2]string{{"source", e.Source}, {"target", e.Target}} {
 		if f[1] != "" && !siteNameRE.MatchString(f[1]) {
-			v.at(path+"."+f[0], "site name %q may only hold letters, digits, '-', '_' and '.'", f[1])
+			v.at(path+"."+f[0], "site name %s may only hold letters, digits, '-', '_' and '.'", quote(f[1]))
 		}
 	}
 	if selectors && e.Source != "" && e.Target != "" && e.Source == e.Target {
-		v.at(path+".target", "source and target are both %q: a pair needs two sites", e.Source)
+		v.at(path+".target", "source and target are both %s: a pair needs two sites", quote(e.Source))
 	}
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -56,10 +57,12 @@ const (
 )
 
 func (s *STAMPConfig) validate(v *validator, path string) {
-	if s.Port == 0 {
+	set := func(field string) bool { return v.set(path + "." + field) }
+	if !set("port") {
 		s.Port = DefaultSTAMPPort
 	}
-	if s.Port < 1 || s.Port > 65535 {
+	portOK := s.Port >= 1 && s.Port <= 65535
+	if !portOK {
 		v.at(path+".port", "port must be between 1 and 65535, got %d", s.Port)
 	}
 	if s.AuthKeyFile != "" {
@@ -68,19 +71,21 @@ func (s *STAMPConfig) validate(v *validator, path string) {
 			v.at(path+".auth_key_file", "%v", err)
 		}
 		s.key = key
+	} else if set("auth_key_file") {
+		v.at(path+".auth_key_file", "auth_key_file is empty: leave it out for unauthenticated mode")
 	}
 	r := &s.Reflector
 	rp := path + ".reflector"
-	if r.RateLimit == 0 {
+	if !set("reflector.rate_limit") {
 		r.RateLimit = DefaultSTAMPRateLimit
 	}
-	if r.Burst == 0 {
+	if !set("reflector.burst") {
 		r.Burst = DefaultSTAMPBurst
 	}
-	if r.SessionTimeout == 0 {
+	if !set("reflector.session_timeout") {
 		r.SessionTimeout = Duration(DefaultSTAMPSessionTimeout)
 	}
-	if r.RateLimit < 0 {
+	if r.RateLimit <= 0 {
 		v.at(rp+".rate_limit", "must be positive (packets per second per source), got %g", r.RateLimit)
 	}
 	if r.Burst < 1 {
@@ -89,13 +94,21 @@ func (s *STAMPConfig) validate(v *validator, path string) {
 	if r.SessionTimeout.D() < time.Second {
 		v.at(rp+".session_timeout", "must be at least 1s, got %s", r.SessionTimeout.D())
 	}
-	if len(r.Listen) == 0 {
+	if !set("reflector.listen") {
 		r.Listen = []string{"0.0.0.0", "::"}
+	} else if len(r.Listen) == 0 && r.Enabled {
+		v.at(rp+".listen", "the reflector is enabled but listens nowhere: list addresses, or leave listen out for 0.0.0.0 and ::")
 	}
 	for i := range r.Listen {
+		lp := fmt.Sprintf("%s.listen[%d]", rp, i)
 		a, err := normalizeListen(r.Listen[i], s.Port)
-		if err != nil {
-			v.at(fmt.Sprintf("%s.listen[%d]", rp, i), "%v", err)
+		switch {
+		case errors.Is(err, errNoPort) && !portOK:
+			// The entry takes stamp.port, which is reported already;
+			// the default entries are not the user's to fix.
+			continue
+		case err != nil:
+			v.at(lp, "%v", err)
 			continue
 		}
 		r.Listen[i] = a
@@ -103,30 +116,36 @@ func (s *STAMPConfig) validate(v *validator, path string) {
 	for i, e := range r.AllowedSources {
 		if strings.Contains(e, "/") {
 			if _, err := netip.ParsePrefix(e); err != nil {
-				v.at(fmt.Sprintf("%s.allowed_sources[%d]", rp, i), "not an address prefix such as 10.79.0.0/16: %q", e)
+				v.at(fmt.Sprintf("%s.allowed_sources[%d]", rp, i), "not an address prefix such as 10.79.0.0/16: %s", quote(e))
 			}
 		} else if _, err := netip.ParseAddr(e); err != nil {
-			v.at(fmt.Sprintf("%s.allowed_sources[%d]", rp, i), "not an IP address or prefix: %q", e)
+			v.at(fmt.Sprintf("%s.allowed_sources[%d]", rp, i), "not an IP address or prefix: %s", quote(e))
 		}
 	}
 }
+
+// errNoPort: a listen entry without a port takes stamp.port, which is invalid.
+var errNoPort = errors.New("listen entry without a port, and stamp.port is invalid")
 
 // normalizeListen turns "10.0.0.1", "::", ":1862" or "[::1]:862" into host:port.
 func normalizeListen(a string, port int) (string, error) {
 	host, p, err := net.SplitHostPort(a)
 	if err != nil {
 		// No port: the whole string is the host (an IPv6 literal has colons).
+		if port < 1 || port > 65535 {
+			return "", errNoPort
+		}
 		host, p = strings.Trim(a, "[]"), strconv.Itoa(port)
 	}
 	if host == "" {
 		host = "0.0.0.0"
 	}
 	if _, err := netip.ParseAddr(host); err != nil {
-		return "", fmt.Errorf("listen address %q: the host must be an IP address", a)
+		return "", fmt.Errorf("listen address %s: the host must be an IP address", quote(a))
 	}
 	n, err := strconv.Atoi(p)
 	if err != nil || n < 1 || n > 65535 {
-		return "", fmt.Errorf("listen address %q: invalid port %q", a, p)
+		return "", fmt.Errorf("listen address %s: invalid port %s", quote(a), quote(p))
 	}
 	return net.JoinHostPort(host, p), nil
 }

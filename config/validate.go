@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v4"
 )
 
 var (
@@ -15,84 +17,82 @@ var (
 )
 
 // validate applies defaults and checks values that the shape check cannot.
+// A default applies only where the file writes nothing: a value written as
+// 0 is checked like any other, and a default never breaks a rule the user
+// could not see (see defaultTimeout).
 func (v *validator) validate(c *Config) {
-	p := &c.Probe
-	if p.Interval == 0 {
-		p.Interval = Duration(DefaultInterval)
-	}
-	if p.Timeout == 0 {
-		p.Timeout = Duration(DefaultTimeout)
-	}
-	if p.Size == 0 {
-		p.Size = DefaultSize
-	}
-	if p.LossWindow == 0 {
-		p.LossWindow = DefaultLossWindow
-	}
-	if p.DownAfter == 0 {
-		p.DownAfter = DefaultDownAfter
-	}
-	if p.ResolveInterval == 0 {
-		p.ResolveInterval = Duration(DefaultResolveInterval)
-	}
-	v.checkTiming("probe", p.Interval.D(), p.Timeout.D())
-	v.checkSize("probe.size", p.Size)
-	if p.LossWindow < 1 || p.LossWindow > 100000 {
-		v.at("probe.loss_window", "must be between 1 and 100000 probes, got %d", p.LossWindow)
-	}
-	if p.DownAfter < 1 {
-		v.at("probe.down_after", "must be at least 1, got %d", p.DownAfter)
-	}
-	if p.ResolveInterval.D() < time.Second {
-		v.at("probe.resolve_interval", "must be at least 1s, got %s", p.ResolveInterval.D())
-	}
+	v.validateProbe(&c.Probe)
 
 	if len(c.Sites) == 0 {
 		v.at("sites", "empty mesh: no sites are defined")
 		return
 	}
-	siteLine := map[string]int{}
+	type site struct {
+		line int
+		node *yaml.Node
+	}
+	sites := map[string]site{}
 	type key struct{ addr, path, segment string }
-	seen := map[key]string{}
+	seen := map[key]site{}
 	nTargets := 0
 	for i := range c.Sites {
 		s := &c.Sites[i]
 		sp := fmt.Sprintf("sites[%d]", i)
+		n, _, via := v.lookup(sp)
+		if n != nil {
+			s.Line = n.Line
+		}
 		switch {
 		case s.Name == "":
 			v.at(sp+".name", "every site needs a name")
 		case !siteNameRE.MatchString(s.Name):
-			v.at(sp+".name", "site name %q may only hold letters, digits, '-', '_' and '.'", s.Name)
+			v.at(sp+".name", "site name %s may only hold letters, digits, '-', '_' and '.'", quote(s.Name))
 		default:
-			if l, dup := siteLine[s.Name]; dup {
-				v.at(sp+".name", "duplicate site %q (first defined at line %d)", s.Name, l)
+			if first, dup := sites[s.Name]; dup {
+				if n == first.node && via != nil {
+					v.errorf(via, sp, "this alias repeats site %s (line %d): a site may be listed once", quote(s.Name), first.line)
+				} else {
+					v.at(sp+".name", "duplicate site %s (first defined at line %d)", quote(s.Name), first.line)
+				}
+			} else {
+				sites[s.Name] = site{s.Line, n}
 			}
-			siteLine[s.Name] = s.Line
 		}
 		if s.Agent != "" {
 			if _, err := netip.ParseAddr(s.Agent); err != nil && !hostnameRE.MatchString(s.Agent) {
-				v.at(sp+".agent", "not an IP address or hostname: %q", s.Agent)
+				v.at(sp+".agent", "not an IP address or hostname: %s", quote(s.Agent))
 			}
 		}
 		for j := range s.Targets {
 			nTargets++
 			t := &s.Targets[j]
 			tp := fmt.Sprintf("%s.targets[%d]", sp, j)
-			v.validateTarget(c, t, tp)
-			k := key{strings.ToLower(t.Address), t.Path, t.Segment}
-			if first, dup := seen[k]; dup {
-				v.at(tp+".address", "duplicate target %s (path %s, segment %s); first defined at %s", t.Address, t.Path, t.Segment, first)
-			} else {
-				seen[k] = fmt.Sprintf("line %d", t.Line)
+			tn, _, via := v.lookup(tp)
+			if tn != nil {
+				t.Line, t.Col = tn.Line, tn.Column
 			}
+			v.validateTarget(c, t, tp, tn)
+			k := key{strings.ToLower(t.Address), t.Path, t.Segment}
+			first, dup := seen[k]
+			if !dup {
+				seen[k] = site{t.Line, tn}
+				continue
+			}
+			// A target repeated through an alias has the position of the
+			// first one: point at the alias instead.
+			if tn == first.node && via != nil {
+				v.errorf(via, tp, "this alias repeats the target %s written at line %d: a target may be listed once", clip(t.Address), first.line)
+				continue
+			}
+			v.at(tp+".address", "duplicate target %s (path %s, segment %s); first defined at line %d", clip(t.Address), clip(t.Path), clip(t.Segment), first.line)
 		}
 	}
 	if nTargets == 0 {
 		v.at("sites", "empty mesh: no site has any targets")
 	}
 	if c.Site != "" {
-		if _, ok := siteLine[c.Site]; !ok {
-			v.at("site", "unknown site %q: the sites list has %s", c.Site, strings.Join(siteNames(c), ", "))
+		if _, ok := sites[c.Site]; !ok {
+			v.at("site", "unknown site %s: the sites list has %s", quote(c.Site), strings.Join(siteNames(c), ", "))
 		}
 	}
 	c.Trace.validate(v, "trace")
@@ -104,22 +104,98 @@ func (v *validator) validate(c *Config) {
 	c.SLA.validate(v, "sla")
 }
 
-func siteNames(c *Config) []string {
-	n := make([]string, len(c.Sites))
-	for i, s := range c.Sites {
-		n[i] = s.Name
+func (v *validator) validateProbe(p *ProbeConfig) {
+	if !v.set("probe.interval") {
+		p.Interval = Duration(DefaultInterval)
 	}
-	return n
+	if !v.set("probe.timeout") {
+		p.Timeout = Duration(defaultTimeout(p.Interval.D()))
+	}
+	if !v.set("probe.size") {
+		p.Size = DefaultSize
+	}
+	if !v.set("probe.loss_window") {
+		p.LossWindow = DefaultLossWindow
+	}
+	if !v.set("probe.down_after") {
+		p.DownAfter = DefaultDownAfter
+	}
+	if !v.set("probe.resolve_interval") {
+		p.ResolveInterval = Duration(DefaultResolveInterval)
+	}
+	v.checkTiming("probe", p.Interval.D(), p.Timeout.D(), v.from("probe.interval"), v.from("probe.timeout"))
+	v.checkSize("probe.size", p.Size)
+	if p.LossWindow < 1 || p.LossWindow > 100000 {
+		v.at("probe.loss_window", "must be between 1 and 100000 probes, got %d", p.LossWindow)
+	}
+	if p.DownAfter < 1 {
+		v.at("probe.down_after", "must be at least 1, got %d", p.DownAfter)
+	}
+	if p.ResolveInterval.D() < time.Second {
+		v.at("probe.resolve_interval", "must be at least 1s, got %s", p.ResolveInterval.D())
+	}
 }
 
-func (v *validator) checkTiming(path string, interval, timeout time.Duration) {
+// defaultTimeout is the timeout of a probe whose file writes none: 2s, or 10
+// times the interval when that is shorter, so that an interval written alone
+// (100ms) is valid as it is.
+func defaultTimeout(interval time.Duration) time.Duration {
 	if interval < MinInterval {
-		v.at(path+".interval", "interval %s is below the minimum of %s", interval, MinInterval)
+		return DefaultTimeout // the interval is reported; do not add to it
+	}
+	return min(DefaultTimeout, 10*interval)
+}
+
+// origin says where a value in force comes from, for messages about a
+// value the user did not write next to the one in error.
+func (v *validator) origin(path string) string {
+	if v.set(path) {
+		return fmt.Sprintf("set at %s, line %d", path, v.line(path))
+	}
+	return "the default"
+}
+
+// from is "" when path is written, else "the default": the origin of a
+// value for checks made at the level where it is written.
+func (v *validator) from(path string) string {
+	if v.set(path) {
+		return ""
+	}
+	return "the default"
+}
+
+// checkTiming checks an interval and timeout in force at path (probe or a
+// target). intervalFrom and timeoutFrom are "" for a value written at path
+// itself, else where it comes from ("the default", "set at probe.timeout,
+// line 3"). An error lands on a value written at path and names the origin
+// of the other; a value from elsewhere is checked where it is written.
+func (v *validator) checkTiming(path string, interval, timeout time.Duration, intervalFrom, timeoutFrom string) {
+	ok := true
+	if interval < MinInterval {
+		if intervalFrom == "" {
+			v.at(path+".interval", "interval %s is below the minimum of %s", interval, MinInterval)
+		}
+		ok = false
 	}
 	if timeout <= 0 {
-		v.at(path+".timeout", "timeout must be positive")
-	} else if interval >= MinInterval && timeout > 10*interval {
-		v.at(path+".timeout", "timeout %s is more than 10 times the interval %s", timeout, interval)
+		if timeoutFrom == "" {
+			v.at(path+".timeout", "timeout must be positive, got %s", timeout)
+		}
+		ok = false
+	}
+	if !ok || timeout <= 10*interval {
+		return
+	}
+	switch {
+	case timeoutFrom == "":
+		note := ""
+		if intervalFrom != "" {
+			note = " (" + intervalFrom + ")"
+		}
+		v.at(path+".timeout", "timeout %s is more than 10 times the interval %s%s", timeout, interval, note)
+	case intervalFrom == "":
+		v.at(path+".interval", "interval %s is too short for the timeout %s (%s): a timeout may be at most 10 times the interval; give this target a timeout too",
+			interval, timeout, timeoutFrom)
 	}
 }
 
@@ -129,19 +205,46 @@ func (v *validator) checkSize(path string, size int) {
 	}
 }
 
-func (v *validator) validateTarget(c *Config, t *Target, tp string) {
-	if t.Path == "" {
+// checkLabel checks a path or segment label written at path.
+func (v *validator) checkLabel(path, what, value string) {
+	switch {
+	case value == "" && strings.Contains(path, ".targets["):
+		v.at(path, "%s is empty: leave the key out for %q", what, DefaultPath)
+	case value == "":
+		v.at(path, "%s is empty", what)
+	case !labelRE.MatchString(value):
+		v.at(path, "%s %s may only hold letters, digits and _.:-", what, quote(value))
+	}
+}
+
+// clip is a value for a message without quotes, quoted and shortened only
+// when it is long.
+func clip(s string) string {
+	if len(s) <= maxQuoted {
+		return s
+	}
+	return quote(s)
+}
+
+func siteNames(c *Config) []string {
+	n := make([]string, len(c.Sites))
+	for i, s := range c.Sites {
+		n[i] = s.Name
+	}
+	return n
+}
+
+// validateTarget checks the target t written at tn (path tp).
+func (v *validator) validateTarget(c *Config, t *Target, tp string, tn *yaml.Node) {
+	set := func(key string) bool { return written(tn, key) }
+	if !set("path") {
 		t.Path = DefaultPath
 	}
-	if t.Segment == "" {
+	if !set("segment") {
 		t.Segment = DefaultSegment
 	}
-	if !labelRE.MatchString(t.Path) {
-		v.at(tp+".path", "path %q may only hold letters, digits and _.:-", t.Path)
-	}
-	if !labelRE.MatchString(t.Segment) {
-		v.at(tp+".segment", "segment %q may only hold letters, digits and _.:-", t.Segment)
-	}
+	v.checkLabel(tp+".path", "path", t.Path)
+	v.checkLabel(tp+".segment", "segment", t.Segment)
 	var addr netip.Addr
 	switch {
 	case t.Address == "":
@@ -150,7 +253,7 @@ func (v *validator) validateTarget(c *Config, t *Target, tp string) {
 		a, err := netip.ParseAddr(t.Address)
 		if err == nil {
 			if a.Zone() != "" {
-				v.at(tp+".address", "zoned address %q: use interface instead", t.Address)
+				v.at(tp+".address", "zoned address %s: use interface instead", quote(t.Address))
 			}
 			if a.IsUnspecified() || a.IsMulticast() {
 				v.at(tp+".address", "%s is not a unicast address", t.Address)
@@ -158,41 +261,52 @@ func (v *validator) validateTarget(c *Config, t *Target, tp string) {
 			addr = a.Unmap()
 			t.Address = addr.String()
 		} else if looksNumeric(t.Address) || !hostnameRE.MatchString(t.Address) {
-			v.at(tp+".address", "invalid address %q: not an IP address or a hostname", t.Address)
+			v.at(tp+".address", "invalid address %s: not an IP address or a hostname", quote(t.Address))
 		}
 	}
 	switch t.Family {
 	case "":
+		if set("family") {
+			v.at(tp+".family", "family must be ip4 or ip6, got %s", quote(t.Family))
+		}
 	case "ip4", "ip6":
 		if addr.IsValid() && (addr.Is4() != (t.Family == "ip4")) {
 			v.at(tp+".family", "family %s does not match address %s", t.Family, t.Address)
 		}
 	default:
-		v.at(tp+".family", "family must be ip4 or ip6, got %q", t.Family)
+		v.at(tp+".family", "family must be ip4 or ip6, got %s", quote(t.Family))
 	}
 	if t.Source != "" {
 		s, err := netip.ParseAddr(t.Source)
 		switch {
 		case err != nil:
-			v.at(tp+".source", "invalid source address %q", t.Source)
+			v.at(tp+".source", "invalid source address %s", quote(t.Source))
 		case addr.IsValid() && s.Unmap().Is4() != addr.Is4():
 			v.at(tp+".source", "source %s and address %s are of different families", t.Source, t.Address)
 		}
 	}
 	if t.Interface != "" && (len(t.Interface) > 15 || strings.ContainsAny(t.Interface, " /")) {
-		v.at(tp+".interface", "invalid interface name %q", t.Interface)
+		v.at(tp+".interface", "invalid interface name %s", quote(t.Interface))
 	}
-	interval, timeout := c.Probe.Interval.D(), c.Probe.Timeout.D()
-	if t.Interval != 0 {
-		interval = t.Interval.D()
+
+	// The interval and timeout in force: the target's own, else probe:'s,
+	// else the defaults. An unwritten timeout follows the interval in force
+	// unless probe.timeout is written (see defaultTimeout).
+	ivSet, toSet := set("interval"), set("timeout")
+	interval, intervalFrom := c.Probe.Interval.D(), v.origin("probe.interval")
+	if ivSet {
+		interval, intervalFrom = t.Interval.D(), ""
 	}
-	if t.Timeout != 0 {
-		timeout = t.Timeout.D()
+	switch {
+	case toSet:
+		v.checkTiming(tp, interval, t.Timeout.D(), intervalFrom, "")
+	case ivSet && v.set("probe.timeout"):
+		v.checkTiming(tp, interval, c.Probe.Timeout.D(), "", v.origin("probe.timeout"))
+	case ivSet:
+		t.Timeout = Duration(defaultTimeout(interval))
+		v.checkTiming(tp, interval, t.Timeout.D(), "", "the default")
 	}
-	if t.Interval != 0 || t.Timeout != 0 {
-		v.checkTiming(tp, interval, timeout)
-	}
-	if t.Size != 0 {
+	if set("size") {
 		v.checkSize(tp+".size", t.Size)
 	}
 	ports := map[uint16]bool{}
@@ -206,9 +320,13 @@ func (v *validator) validateTarget(c *Config, t *Target, tp string) {
 		ports[p] = true
 	}
 	switch t.Expect {
-	case "", "reachable", "unreachable":
+	case "reachable", "unreachable":
+	case "":
+		if set("expect") {
+			v.at(tp+".expect", "expect must be reachable or unreachable, got %s", quote(t.Expect))
+		}
 	default:
-		v.at(tp+".expect", "expect must be reachable or unreachable, got %q", t.Expect)
+		v.at(tp+".expect", "expect must be reachable or unreachable, got %s", quote(t.Expect))
 	}
 	if t.ICMP != nil && !*t.ICMP && len(t.TCPPorts) == 0 && (t.STAMP == nil || !*t.STAMP) {
 		v.at(tp+".icmp", "icmp is off and no tcp_ports or stamp are set: nothing would be probed")
