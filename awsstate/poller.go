@@ -410,9 +410,9 @@ func (p *Poller) Snapshot() *Snapshot {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	type agg struct {
-		seen, up bool
-		last     time.Time
-		never    bool
+		up    bool
+		last  time.Time
+		never bool
 	}
 	sources := map[string]*agg{}
 	addSource := func(name string, st *status, k regionKey) {
