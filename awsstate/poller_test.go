@@ -141,6 +141,8 @@ func metric(s *Snapshot, kind MetricKind, resource, direction string) *Datapoint
 
 func TestAgentPollsOnlyItsOwnSite(t *testing.T) {
 	f := setup(t, "us-east", "  poll_all: false\n")
+	// AWS/DX publishes bits per second; probed exports bytes.
+	f.srv.SetMetric("AWS/DX", "VirtualInterfaceBpsIngress", "ConnectionId=dxcon-fh1k7x2q,VirtualInterfaceId=dxvif-fp1k7x2q", 8e9)
 	f.poller.PollOnce(context.Background())
 	s := f.poller.Snapshot()
 
@@ -169,9 +171,21 @@ func TestAgentPollsOnlyItsOwnSite(t *testing.T) {
 		t.Errorf("GetMetricData requests %d, want one call of two pages", n)
 	}
 	// 10:30 poll: buckets up to 11:58 are published (2 minutes late).
-	d := metric(s, VIFBitsPerSecond, "dxvif-fp1k7x2q", "egress")
+	d := metric(s, VIFBytesPerSecond, "dxvif-fp1k7x2q", "egress")
 	if d == nil || d.Value <= 0 || !d.Time.Equal(time.Date(2026, 6, 1, 11, 58, 0, 0, time.UTC)) {
-		t.Fatalf("VIF bps datapoint %+v", d)
+		t.Fatalf("VIF bytes/s datapoint %+v", d)
+	}
+	if d := metric(s, VIFBytesPerSecond, "dxvif-fp1k7x2q", "ingress"); d == nil || d.Value != 1e9 {
+		t.Fatalf("VIF ingress %+v, want 8e9 bits/s exported as 1e9 bytes/s", d)
+	}
+	// NSM datapoints carry the probe's site and segment (monitor tag
+	// site=us-east, probe tag segment=prod in the fixture).
+	for _, k := range []MetricKind{NSMRTT, NSMPacketLoss, NSMHealth} {
+		for _, pr := range s.Probes {
+			if m := metric(s, k, pr.ID, ""); m == nil || m.Site != "us-east" || m.Segment != "prod" || m.Monitor != "sitelink-us-east" {
+				t.Errorf("NSM datapoint kind %d of %s: %+v, want site us-east, segment prod", k, pr.ID, m)
+			}
+		}
 	}
 	if rtt := metric(s, NSMRTT, s.Probes[0].ID, ""); rtt == nil || rtt.Value < 0.001 || rtt.Value > 1 {
 		t.Fatalf("NSM RTT %+v, want seconds (converted from microseconds)", rtt)
