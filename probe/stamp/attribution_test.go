@@ -7,6 +7,8 @@ import (
 
 // fakeSession drives a Sender's bookkeeping without sockets: packets are
 // "sent" at 10 ms steps and replies are built as the reflector would.
+// Packets are named by their index k (0 for the first): the sender
+// numbers them firstSeq+k on the wire.
 type fakeSession struct {
 	t    *testing.T
 	s    *Sender
@@ -33,15 +35,29 @@ func (f *fakeSession) sendN(n int) {
 	}
 }
 
-// reply delivers the reply to sender packet seq, which the reflector
-// numbered rseq (its own counter), arriving at 10 ms after sending + extra.
-func (f *fakeSession) reply(seq, rseq uint32, dm bool, extra time.Duration) {
+// reply delivers the reply to packet k, which a stateful reflector
+// numbered rseq (its own counter, from 0), arriving at 10 ms after sending
+// + extra. With dm the reflector also filled the Direct Measurement TLV.
+func (f *fakeSession) reply(k, rseq uint32, dm bool, extra time.Duration) {
+	f.replyAs(k, rseq, dm, extra)
+}
+
+// replyStateless delivers the reply of a stateless reflector to packet k:
+// it copies the sender's sequence number.
+func (f *fakeSession) replyStateless(k uint32) {
+	f.replyAs(k, firstSeq+k, false, 0)
+}
+
+func (f *fakeSession) replyAs(k, rseq uint32, dm bool, extra time.Duration) {
+	seq := firstSeq + k
 	t1 := f.base.Add(time.Duration(seq) * 10 * time.Millisecond)
 	rp := ReflectorPacket{Seq: rseq, SSID: f.s.SSID(), SenderSeq: seq, SenderTimestamp: ToNTP(t1),
 		ReceiveTimestamp: ToNTP(t1.Add(5 * time.Millisecond)), Timestamp: ToNTP(t1.Add(5 * time.Millisecond))}
 	pkt := rp.AppendReflector(nil, Unauthenticated)
 	if dm {
-		pkt = AppendDirectMeasurement(pkt, DirectMeasurement{SenderTx: seq + 1, ReflectorRx: rseq + 1, ReflectorTx: rseq + 1})
+		off := len(pkt)
+		pkt = AppendDirectMeasurement(pkt, DirectMeasurement{SenderTx: k + 1, ReflectorRx: rseq + 1, ReflectorTx: rseq + 1})
+		pkt[off] = 0 // processed by the reflector: U cleared
 	}
 	f.s.handleReply(pkt, &rxMeta{}, t1.Add(10*time.Millisecond+extra))
 }
