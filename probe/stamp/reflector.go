@@ -46,7 +46,11 @@ type ReflectorStats struct {
 	// TLVs failed HMAC verification: answered with I on every TLV and none
 	// of them processed.
 	IntegrityFailed uint64
-	Sessions        int
+	// SocketDrops counts datagrams the kernel dropped on the reflector's
+	// sockets before they were read: refused by the allow-list's socket
+	// filter, or dropped because a receive buffer was full.
+	SocketDrops uint64
+	Sessions    int
 }
 
 // Reflector is a stateful STAMP session-reflector (RFC 8762 section 4.3):
@@ -68,6 +72,12 @@ type Reflector struct {
 	reflected, notAllowed, rateLimited, malformed, authFailed, sendErrors atomic.Uint64
 	integrity                                                             atomic.Uint64
 	nSessions                                                             atomic.Int64
+
+	// The sockets being served, for the allow-list filter and the drop
+	// counters; closedDrops keeps the drops of sockets closed since.
+	connMu      sync.Mutex
+	conns       map[*net.UDPConn]struct{}
+	closedDrops uint64
 }
 
 type sessionKey struct {
@@ -100,27 +110,85 @@ func NewReflector(cfg ReflectorConfig) (*Reflector, error) {
 		cfg:      cfg,
 		sessions: map[sessionKey]*reflSession{},
 		limiter:  newRateLimiter(cfg.RateLimit, cfg.Burst, maxRateSources),
+		conns:    map[*net.UDPConn]struct{}{},
 	}
 	r.allow.Store(cfg.Allow)
 	return r, nil
 }
 
-// SetAllow replaces the allow-list (on reload); sessions are kept.
-func (r *Reflector) SetAllow(a *AllowList) { r.allow.Store(a) }
+// SetAllow replaces the allow-list (on reload); sessions are kept. The
+// sockets' filters follow.
+func (r *Reflector) SetAllow(a *AllowList) {
+	r.allow.Store(a)
+	r.connMu.Lock()
+	defer r.connMu.Unlock()
+	for c := range r.conns {
+		r.filter(c, a)
+	}
+}
+
+// filter puts the allow-list's socket filter on c (none when the list is
+// too long for one: the user-space check then does all the work).
+func (r *Reflector) filter(c *net.UDPConn, a *AllowList) {
+	v6 := false
+	if la, ok := c.LocalAddr().(*net.UDPAddr); ok {
+		v6 = la.IP.To4() == nil
+	}
+	prog, ok := allowFilter(a, v6)
+	if !ok {
+		prog = nil
+	}
+	_ = attachFilter(c, prog) // without a filter the user-space check still holds
+}
 
 // Stats returns the counters so far.
 func (r *Reflector) Stats() ReflectorStats {
+	r.connMu.Lock()
+	drops := r.closedDrops
+	for c := range r.conns {
+		if d, ok := socketDrops(c); ok {
+			drops += d
+		}
+	}
+	r.connMu.Unlock()
 	return ReflectorStats{
 		Reflected: r.reflected.Load(), NotAllowed: r.notAllowed.Load(), RateLimited: r.rateLimited.Load(),
 		Malformed: r.malformed.Load(), AuthFailed: r.authFailed.Load(), SendErrors: r.sendErrors.Load(),
-		IntegrityFailed: r.integrity.Load(), Sessions: int(r.nSessions.Load()),
+		IntegrityFailed: r.integrity.Load(), SocketDrops: drops, Sessions: int(r.nSessions.Load()),
 	}
 }
+
+// track adds a socket being served and filters it; the returned func
+// removes it (call it while the socket is still open: it keeps its drop
+// count).
+func (r *Reflector) track(c *net.UDPConn) (untrack func()) {
+	r.connMu.Lock()
+	r.conns[c] = struct{}{}
+	r.filter(c, r.allow.Load())
+	r.connMu.Unlock()
+	return func() {
+		r.connMu.Lock()
+		defer r.connMu.Unlock()
+		if _, ok := r.conns[c]; !ok {
+			return
+		}
+		if d, ok := socketDrops(c); ok {
+			r.closedDrops += d
+		}
+		delete(r.conns, c)
+	}
+}
+
+// ReflectorRcvBuf is the receive buffer asked for reflector sockets (the
+// kernel doubles it for its bookkeeping): room for bursts of listed
+// sessions on a busy host. Without CAP_NET_ADMIN it is capped at
+// net.core.rmem_max.
+const ReflectorRcvBuf = 2 << 20
 
 // Listen opens a reflector socket on addr ("0.0.0.0:862", "[::]:862",
 // "10.79.1.1:862"); network is "udp4" or "udp6".
 func Listen(ctx context.Context, network, addr string) (*net.UDPConn, error) {
-	c, err := listenUDP(ctx, network, addr, sockOpts{v6: network == "udp6", tos: -1})
+	c, err := listenUDP(ctx, network, addr, sockOpts{v6: network == "udp6", tos: -1, rcvbuf: ReflectorRcvBuf})
 	if err != nil {
 		return nil, fmt.Errorf("listening for STAMP on %s %s: %w", network, addr, err)
 	}
@@ -130,8 +198,16 @@ func Listen(ctx context.Context, network, addr string) (*net.UDPConn, error) {
 // Serve answers test packets on conn until ctx ends or conn is closed. It
 // closes conn when ctx ends.
 func (r *Reflector) Serve(ctx context.Context, conn *net.UDPConn) error {
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
+	untrack := r.track(conn)
+	stop := context.AfterFunc(ctx, func() {
+		untrack()
+		conn.Close()
+	})
+	defer func() {
+		if stop() {
+			untrack() // conn closed by the caller, or a read error
+		}
+	}()
 	v6 := false
 	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok {
 		v6 = la.IP.To4() == nil
