@@ -260,6 +260,7 @@ type ReflectorCollector struct {
 	packets   *prometheus.Desc
 	sessions  *prometheus.Desc
 	integrity *prometheus.Desc
+	drops     *prometheus.Desc
 }
 
 // NewReflectorCollector exports stats (a Reflector's Stats method) under
@@ -269,12 +270,15 @@ func NewReflectorCollector(site func() string, stats func() stamp.ReflectorStats
 		site:  site,
 		stats: stats,
 		packets: prometheus.NewDesc("probed_stamp_reflector_packets_total",
-			"STAMP test packets the reflector read, by result: reflected, not_allowed (source not in the mesh or allow-list), rate_limited, malformed, auth_failed, send_error.",
+			"STAMP test packets the reflector read, by result: reflected, not_allowed (source not in the mesh or allow-list, when the socket filter did not drop it already), rate_limited, malformed, auth_failed, send_error.",
 			[]string{"site", "result"}, nil),
 		sessions: prometheus.NewDesc("probed_stamp_reflector_sessions",
 			"STAMP sessions the reflector keeps state for.", []string{"site"}, nil),
 		integrity: prometheus.NewDesc("probed_stamp_reflector_integrity_failures_total",
 			"Reflected STAMP test packets (authenticated mode) whose TLVs failed HMAC verification: answered with the I flag on every TLV, none of them processed (RFC 8972 section 4.8).",
+			[]string{"site"}, nil),
+		drops: prometheus.NewDesc("probed_stamp_reflector_socket_drops_total",
+			"Datagrams the kernel dropped on the reflector's sockets before it read them: from sources the allow-list does not name (refused by the socket filter: a flood shows here, not in probed_stamp_reflector_packets_total), or because the receive buffer was full. Counts from the reflector's (re)start.",
 			[]string{"site"}, nil),
 	}
 }
@@ -284,6 +288,7 @@ func (c *ReflectorCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.packets
 	ch <- c.sessions
 	ch <- c.integrity
+	ch <- c.drops
 }
 
 // Collect implements prometheus.Collector.
@@ -301,4 +306,5 @@ func (c *ReflectorCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(st.Sessions), site)
 	ch <- prometheus.MustNewConstMetric(c.integrity, prometheus.CounterValue, float64(st.IntegrityFailed), site)
+	ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(st.SocketDrops), site)
 }

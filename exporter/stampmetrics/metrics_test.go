@@ -100,9 +100,10 @@ func TestSessionSeries(t *testing.T) {
 func TestReflectorCollector(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(NewReflectorCollector(func() string { return "us-east" }, func() stamp.ReflectorStats {
-		return stamp.ReflectorStats{Reflected: 5, NotAllowed: 1000, Sessions: 2, IntegrityFailed: 1}
+		return stamp.ReflectorStats{Reflected: 5, NotAllowed: 1000, Sessions: 2, IntegrityFailed: 1, SocketDrops: 60000}
 	}))
 	expectLines(t, scrape(t, reg),
+		`probed_stamp_reflector_socket_drops_total{site="us-east"} 60000`,
 		`probed_stamp_reflector_integrity_failures_total{site="us-east"} 1`,
 		`probed_stamp_reflector_sessions{site="us-east"} 2`,
 		`probed_stamp_reflector_packets_total{result="not_allowed",site="us-east"} 1000`,
