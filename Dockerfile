@@ -37,7 +37,7 @@ RUN apk add --no-cache libcap-setcap \
  && addgroup -S -g 10001 probed \
  && adduser -S -D -H -u 10001 -G probed -s /sbin/nologin probed
 COPY --from=build /out/probed /usr/bin/probed
-RUN setcap cap_net_raw+ep /usr/bin/probed && apk del --no-cache libcap-setcap
+RUN setcap cap_net_raw,cap_net_bind_service+ep /usr/bin/probed && apk del --no-cache libcap-setcap
 COPY configs/example-mesh.yaml /etc/probed/mesh.yaml
 USER 10001:10001
 EXPOSE 9447

@@ -131,17 +131,11 @@ func (p *Poller) Discover(ctx context.Context) ([]DiscoveredVIF, error) {
 	return slices.Clone(p.discovered), nil
 }
 
-// Targets turns discovered VIFs into ICMP probes of the other sites'
-// customer routers (every BGP peer's customer address), path "sitelink",
-// segment from the VIF. Addresses the plan already probes are left out, so
-// a mesh file that lists them keeps its own settings.
-func Targets(found []DiscoveredVIF, cfg *config.Config, own string, existing []config.ProbeSpec) []config.ProbeSpec {
-	have := map[netip.Addr]bool{}
-	for _, e := range existing {
-		if a, err := netip.ParseAddr(e.Target); err == nil && e.Protocol == config.ProtoICMP {
-			have[a.Unmap()] = true
-		}
-	}
+// Targets turns discovered VIFs into planning input: one SiteLink target
+// per BGP peer's customer address, labelled with the VIF's site and
+// segment (aws.discovery.segments filters the segments). Own-site VIFs are
+// left out; config.Plan drops addresses the mesh file already probes.
+func Targets(found []DiscoveredVIF, cfg *config.Config, own string) []config.Discovered {
 	var segs map[string]bool
 	if cfg.AWS != nil && len(cfg.AWS.Discovery.Segments) > 0 {
 		segs = map[string]bool{}
@@ -149,7 +143,7 @@ func Targets(found []DiscoveredVIF, cfg *config.Config, own string, existing []c
 			segs[s] = true
 		}
 	}
-	var out []config.ProbeSpec
+	var out []config.Discovered
 	for _, d := range found {
 		v := d.VIF
 		site := v.Site
@@ -174,24 +168,14 @@ func Targets(found []DiscoveredVIF, cfg *config.Config, own string, existing []c
 			} else if addr, err = netip.ParseAddr(peer.CustomerAddress); err != nil {
 				continue
 			}
-			addr = addr.Unmap()
-			if have[addr] {
-				continue
-			}
-			have[addr] = true
-			out = append(out, config.ProbeSpec{
-				SourceSite: own, TargetSite: site, Target: addr.String(), Path: "sitelink", Segment: seg,
-				Protocol: config.ProtoICMP,
-				Interval: cfg.Probe.Interval.D(), Timeout: cfg.Probe.Timeout.D(), Size: cfg.Probe.Size, TOS: cfg.Probe.TOS,
-				Discovered: true,
-			})
+			out = append(out, config.Discovered{Site: site, Address: addr.Unmap().String(), Path: "sitelink", Segment: seg})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
-		if out[i].TargetSite != out[j].TargetSite {
-			return out[i].TargetSite < out[j].TargetSite
+		if out[i].Site != out[j].Site {
+			return out[i].Site < out[j].Site
 		}
-		return strings.Compare(out[i].Target, out[j].Target) < 0
+		return strings.Compare(out[i].Address, out[j].Address) < 0
 	})
 	return out
 }

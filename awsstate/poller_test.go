@@ -488,24 +488,37 @@ func TestDiscoveryTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := Targets(found, cfg, "us-east", plan.Probes); len(got) != 0 {
+	discovered := func(p *config.Plan) (out []config.ProbeSpec) {
+		for _, s := range p.Probes {
+			if s.Discovered {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	// Planned with the mesh file, nothing is new.
+	found0 := Targets(found, cfg, "us-east")
+	withDisc, err := cfg.Plan("us-east", found0...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := discovered(withDisc); len(got) != 0 || len(withDisc.Probes) != len(plan.Probes) {
 		t.Fatalf("the example mesh already lists every SiteLink router, yet discovery added %+v", got)
 	}
-	all := Targets(found, cfg, "us-east", nil)
 	// 6 other sites × 2 VIFs × (IPv4 + IPv6).
-	if len(all) != 24 {
-		t.Fatalf("%d targets, want 24", len(all))
+	if len(found0) != 24 {
+		t.Fatalf("%d targets, want 24", len(found0))
 	}
 	want := map[string]string{"10.77.6.1": "prod", "fd77:6::41": "dev"}
-	for _, p := range all {
-		if p.TargetSite == "us-east" || !p.Discovered || p.Path != "sitelink" || p.Protocol != "icmp" {
-			t.Fatalf("bad target %+v", p)
+	for _, d := range found0 {
+		if d.Site == "us-east" || d.Path != "sitelink" {
+			t.Fatalf("bad target %+v", d)
 		}
-		if seg, ok := want[p.Target]; ok {
-			if p.Segment != seg || p.TargetSite != "ap-sydney" {
-				t.Errorf("%s: %+v", p.Target, p)
+		if seg, ok := want[d.Address]; ok {
+			if d.Segment != seg || d.Site != "ap-sydney" {
+				t.Errorf("%s: %+v", d.Address, d)
 			}
-			delete(want, p.Target)
+			delete(want, d.Address)
 		}
 	}
 	if len(want) != 0 {
@@ -522,8 +535,13 @@ func TestDiscoveryTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := Targets(found, cfg, "us-east", plan.Probes)
-	if len(got) != 1 || got[0].Target != "10.77.8.1" || got[0].TargetSite != "sa-saopaulo" || got[0].Segment != "prod" {
+	withDisc, err = cfg.Plan("us-east", Targets(found, cfg, "us-east")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := discovered(withDisc)
+	if len(got) != 1 || got[0].Target != "10.77.8.1" || got[0].TargetSite != "sa-saopaulo" || got[0].Segment != "prod" ||
+		got[0].Path != "sitelink" || got[0].Kind != config.KindICMP {
 		t.Fatalf("new site: %+v", got)
 	}
 }

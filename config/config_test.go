@@ -1,6 +1,7 @@
 package config
 
 import (
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -20,23 +21,25 @@ func TestMinimalFile(t *testing.T) {
 	if p.Site != "us-east" {
 		t.Fatalf("site = %q", p.Site)
 	}
-	// eu-frankfurt: 2 ICMP + 1 TCP; us-east is our own site and is skipped.
-	got := map[string]int{}
+	// eu-frankfurt: 2 ICMP + 1 TCP, and the MTU search that sitelink
+	// paths get by default; us-east is our own site and is skipped.
+	got := map[Kind]int{}
 	for _, s := range p.Probes {
-		got[s.Protocol]++
+		got[s.Kind]++
 		if s.TargetSite != "eu-frankfurt" {
 			t.Errorf("probe of own site: %+v", s)
 		}
-		if s.Interval != time.Second || s.Timeout != 2*time.Second || s.Size != DefaultSize {
+		if s.Kind != KindMTU && (s.Interval != time.Second || s.Timeout != 2*time.Second || s.Size != DefaultSize) {
 			t.Errorf("defaults not applied: %+v", s)
 		}
 	}
-	if got["icmp"] != 2 || got["tcp"] != 1 {
-		t.Fatalf("probes per protocol = %v", got)
+	if got[KindICMP] != 2 || got[KindTCP] != 1 || got[KindMTU] != 1 || len(p.Probes) != 4 {
+		t.Fatalf("jobs per kind = %v", got)
 	}
 	sum := p.Summarize()
-	if sum.TotalPPS != 2+3 {
-		t.Errorf("pps = %v, want 5 (2 echo + SYN/ACK/RST)", sum.TotalPPS)
+	// 2 echo/s + SYN/ACK/RST per second + 14 sizes × 3 tries per 10 min.
+	if want := 2 + 3 + 14*3/600.0; sum.TotalPPS != math.Round(want*10)/10 || sum.PacketsPerS["mtu"] != 14*3/600.0 {
+		t.Errorf("pps = %v (%v), want %.2f", sum.TotalPPS, sum.PacketsPerS, want)
 	}
 	// The other agent's view of the same file.
 	p2, err := c.Plan("eu-frankfurt")

@@ -42,7 +42,17 @@ func TestTraceAndMTUDefaults(t *testing.T) {
 	}
 	got := map[string][2]bool{}
 	for _, s := range p.Probes {
-		got[s.Target] = [2]bool{s.Trace, s.MTU}
+		g := got[s.Target]
+		switch s.Kind {
+		case KindTrace:
+			g[0] = true
+		case KindMTU:
+			g[1] = true
+		}
+		if (s.Kind == KindTrace || s.Kind == KindMTU) && (s.Protocol != ProtoICMP || s.Interval != map[Kind]time.Duration{KindTrace: time.Minute, KindMTU: 10 * time.Minute}[s.Kind]) {
+			t.Errorf("%s job %+v: want the ICMP probe's labels and the section's interval", s.Kind, s)
+		}
+		got[s.Target] = g
 	}
 	// MTU by default on sitelink only; per-target switches win.
 	want := map[string][2]bool{"10.0.0.1": {false, true}, "10.0.0.2": {false, false}, "10.0.0.3": {true, true}}

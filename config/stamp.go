@@ -204,34 +204,3 @@ func (c *Config) STAMPAllowedSources() []string {
 	}
 	return out
 }
-
-// STAMPAgentSpecs returns a STAMP probe to every other site's agent when
-// stamp.probe_agents is set (targets marked stamp: true are in the plan
-// already). The agent's path and segment labels are "agent".
-func (c *Config) STAMPAgentSpecs(p *Plan) []ProbeSpec {
-	if !c.STAMP.ProbeAgents {
-		return nil
-	}
-	var out []ProbeSpec
-	for _, s := range c.Sites {
-		if s.Name == p.Site || s.Agent == "" {
-			continue
-		}
-		dup := false
-		for i := range p.Probes {
-			if p.Probes[i].Protocol == ProtoSTAMP && p.Probes[i].Target == s.Agent {
-				dup = true
-			}
-		}
-		if dup {
-			continue
-		}
-		out = append(out, ProbeSpec{
-			SourceSite: p.Site, TargetSite: s.Name, Target: s.Agent,
-			Path: "agent", Segment: "agent", Protocol: ProtoSTAMP, Port: c.STAMP.port(),
-			Interval: c.Probe.Interval.D(), Timeout: c.Probe.Timeout.D(), Size: c.Probe.Size, TOS: c.Probe.TOS,
-			Line: s.Line,
-		})
-	}
-	return out
-}

@@ -40,21 +40,19 @@ func TestSTAMPDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stampSpecs int
+	// One session from stamp: true, one to the other agent (probe_agents).
+	var sessions []ProbeSpec
 	for _, sp := range p.Probes {
-		if sp.Protocol == ProtoSTAMP {
-			stampSpecs++
-			if sp.Target != "10.77.2.1" || sp.Port != 862 {
+		if sp.Kind == KindSTAMP {
+			sessions = append(sessions, sp)
+			if sp.Protocol != ProtoSTAMP || sp.Port != 862 || sp.STAMPOpts.Window != DefaultLossWindow {
 				t.Errorf("stamp spec %+v", sp)
 			}
 		}
 	}
-	if stampSpecs != 1 {
-		t.Errorf("%d stamp specs from stamp: true", stampSpecs)
-	}
-	ag := c.STAMPAgentSpecs(p)
-	if len(ag) != 1 || ag[0].Target != "10.79.2.1" || ag[0].TargetSite != "b" || ag[0].Protocol != ProtoSTAMP {
-		t.Errorf("agent specs %+v", ag)
+	if len(sessions) != 2 || sessions[0].Target != "10.77.2.1" || sessions[1].Target != "10.79.2.1" ||
+		sessions[1].TargetSite != "b" || sessions[1].Path != "agent" || sessions[1].Segment != "agent" {
+		t.Errorf("stamp sessions %+v", sessions)
 	}
 }
 

@@ -152,8 +152,8 @@ func TestDockerfile(t *testing.T) {
 	if len(health) != 1 || !strings.Contains(health[0], "/-/healthy") {
 		t.Errorf("want a HEALTHCHECK on /-/healthy, got %v", health)
 	}
-	if len(setcap) != 1 || !regexp.MustCompile(`setcap cap_net_raw\+ep /usr/bin/probed`).MatchString(setcap[0]) {
-		t.Errorf("want the binary to get exactly cap_net_raw, got %v", setcap)
+	if len(setcap) != 1 || !regexp.MustCompile(`setcap cap_net_raw,cap_net_bind_service\+ep /usr/bin/probed`).MatchString(setcap[0]) {
+		t.Errorf("want the binary to get exactly cap_net_raw and cap_net_bind_service, got %v", setcap)
 	}
 	if len(entry) != 1 || !strings.Contains(entry[0], "/usr/bin/probed") {
 		t.Errorf("ENTRYPOINT %v", entry)
@@ -356,7 +356,7 @@ func privateCopy(t *testing.T, bin string) (dir, binCopy, mesh string) {
 const upSeries = `probed_target_up{source_site="lab",target_site="peer",target="127.0.0.1",path="sitelink",segment="prod",protocol="icmp",port=""}`
 
 // TestContainerPrivileges runs the binary as the image does: user 10001, no
-// capabilities but the cap_net_raw file capability the Dockerfile sets, in a
+// capabilities but the file capabilities the Dockerfile sets, in a
 // namespace where unprivileged ping sockets are not allowed. It must probe
 // with raw sockets and answer the healthcheck; without the file capability
 // it must refuse to start with a message naming CAP_NET_RAW.
@@ -390,7 +390,7 @@ func TestContainerPrivileges(t *testing.T) {
 
 	t.Run("with the image's file capability", func(t *testing.T) {
 		dir, capped, _ := privateCopy(t, bin)
-		runTool(t, dir, setcap, "cap_net_raw+ep", capped)
+		runTool(t, dir, setcap, "cap_net_raw,cap_net_bind_service+ep", capped)
 		_, client, output := agentInNS(t, ns, nil, capped, "--config.file="+mesh, "--web.listen-address=127.0.0.1:9447")
 		waitFor(t, 20*time.Second, "/-/healthy", func() bool {
 			resp, err := client.Get("http://127.0.0.1:9447/-/healthy")

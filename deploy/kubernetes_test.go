@@ -82,8 +82,8 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	c := ps.Containers[0]
 	caps := c.SecurityContext.Capabilities
-	if strings.Join(caps.Drop, ",") != "ALL" || strings.Join(caps.Add, ",") != "NET_RAW" {
-		t.Errorf("capabilities drop %v add %v, want drop ALL add NET_RAW only", caps.Drop, caps.Add)
+	if strings.Join(caps.Drop, ",") != "ALL" || strings.Join(caps.Add, ",") != "NET_RAW,NET_BIND_SERVICE" {
+		t.Errorf("capabilities drop %v add %v, want drop ALL add NET_RAW and NET_BIND_SERVICE only", caps.Drop, caps.Add)
 	}
 	if !c.SecurityContext.ReadOnlyRootFilesystem {
 		t.Error("root filesystem must be read-only")

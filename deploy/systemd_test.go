@@ -44,8 +44,8 @@ func TestSystemdUnitHardening(t *testing.T) {
 	d := unitDirectives(t, unitFile)
 	want := map[string]string{
 		"User":                   "probed",
-		"AmbientCapabilities":    "CAP_NET_RAW",
-		"CapabilityBoundingSet":  "CAP_NET_RAW",
+		"AmbientCapabilities":    "CAP_NET_RAW CAP_NET_BIND_SERVICE",
+		"CapabilityBoundingSet":  "CAP_NET_RAW CAP_NET_BIND_SERVICE",
 		"NoNewPrivileges":        "yes",
 		"ProtectSystem":          "strict",
 		"ProtectHome":            "yes",

@@ -27,7 +27,6 @@ type snapshot struct {
 	guard        bool
 	sent, lost   uint64
 	errs         [probe.NumReasons]uint64
-	resolveFails uint64
 	classic      [len(rttBucketsArr)]uint64
 	count        uint64
 	sum          float64
@@ -43,7 +42,7 @@ type snapshot struct {
 func (r *recorder) snapshot(s *snapshot) {
 	r.mu.Lock()
 	s.r, s.guard = r, r.guard
-	s.sent, s.lost, s.errs, s.resolveFails = r.sent, r.lost, r.errs, r.resolveFails
+	s.sent, s.lost, s.errs = r.sent, r.lost, r.errs
 	s.classic, s.count, s.sum = r.hist.classic, r.hist.count, r.hist.sum
 	s.jitter, s.haveJitter = r.jit.value, r.jit.have
 	s.ratio, s.haveRatio = r.win.ratio()
@@ -125,9 +124,6 @@ func writeText(w *bufio.Writer, snaps []snapshot) {
 			if n > 0 {
 				line("probed_probe_errors_total", s.r.labels, `,reason="`+probe.Reason(reason).String()+`"`, u(n))
 			}
-		}
-		if s.resolveFails > 0 {
-			line("probed_probe_errors_total", s.r.labels, `,reason="resolve"`, u(s.resolveFails))
 		}
 	}
 	header("probed_rtt_seconds", helpRTT, "histogram")
@@ -243,10 +239,6 @@ func protoFamilies(snaps []snapshot) []*dto.MetricFamily {
 				lp := append(append([]*dto.LabelPair{}, p...), &dto.LabelPair{Name: proto.String("reason"), Value: proto.String(probe.Reason(reason).String())})
 				errs.Metric = append(errs.Metric, counter(lp, n))
 			}
-		}
-		if s.resolveFails > 0 {
-			lp := append(append([]*dto.LabelPair{}, p...), &dto.LabelPair{Name: proto.String("reason"), Value: proto.String("resolve")})
-			errs.Metric = append(errs.Metric, counter(lp, s.resolveFails))
 		}
 		s.r.mu.Lock()
 		native, zero = s.r.hist.native, s.r.hist.zero

@@ -23,7 +23,7 @@ func fixture(t *testing.T) (*Metrics, *httptest.Server) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg, zap.NewNop())
 	m.SetPlan(&config.Plan{LossWindow: 4, DownAfter: 2})
-	srv := NewServer(reg, m, zap.NewNop(), nil, func() error { return nil })
+	srv := NewServer(reg, m, zap.NewNop(), nil, ServerOptions{Reload: func() error { return nil }, Ready: func() (bool, string) { return true, "" }})
 	hs := httptest.NewServer(srv.Mux)
 	t.Cleanup(hs.Close)
 	return m, hs

@@ -88,7 +88,7 @@ func (m *Metrics) SetPlan(p *config.Plan) {
 // Add implements probe.Sink: the target's label text is rendered once, so
 // the per-probe path touches no labels and allocates nothing.
 func (m *Metrics) Add(s *config.ProbeSpec) probe.Recorder {
-	lv := []string{s.SourceSite, s.TargetSite, s.Target, s.Path, s.Segment, s.Protocol, s.PortLabel()}
+	lv := s.LabelValues()
 	r := &recorder{m: m, spec: *s, guard: s.Guard, isUp: -1, win: newLossWindow(int(m.lossWindow.Load()))}
 	var b strings.Builder
 	b.WriteByte('{')
@@ -159,7 +159,6 @@ type recorder struct {
 	mu           sync.Mutex
 	sent, lost   uint64
 	errs         [probe.NumReasons]uint64
-	resolveFails uint64
 	hist         rttHistogram
 	win          lossWindow
 	jit          jitter
@@ -177,11 +176,31 @@ func (r *recorder) Sent() {
 }
 
 // ResolveFailed is counted as errors{reason="resolve"} on the target's
-// series (no probe was sent, so not in lost).
+// series: a re-resolution failed and the last address is still probed.
 func (r *recorder) ResolveFailed() {
 	r.mu.Lock()
-	r.resolveFails++
+	r.errs[probe.ReasonResolve]++
 	r.mu.Unlock()
+}
+
+// Unsent counts a slot at which no probe left (the name does not resolve,
+// the socket cannot be bound) as errors{reason}: not sent, not lost, not in
+// the loss ratio — it is not network loss — but it counts towards down
+// like a loss, so a target the agent cannot probe does not look healthy.
+func (r *recorder) Unsent(reason probe.Reason) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.removed {
+		return
+	}
+	r.errs[reason]++
+	if r.guard {
+		return
+	}
+	r.consecLost++
+	if r.consecLost >= int(r.m.downAfter.Load()) {
+		r.setUp(0)
+	}
 }
 
 func (r *recorder) Succeeded(rtt time.Duration) {

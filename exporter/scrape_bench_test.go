@@ -31,7 +31,7 @@ func newLoadedMetrics(b *testing.B, n int) (*prometheus.Registry, *Metrics) {
 
 func BenchmarkScrape10k(b *testing.B) {
 	reg, m := newLoadedMetrics(b, 10000)
-	srv := NewServer(reg, m, zap.NewNop(), nil, func() error { return nil })
+	srv := NewServer(reg, m, zap.NewNop(), nil, ServerOptions{Reload: func() error { return nil }, Ready: func() (bool, string) { return true, "" }})
 	hs := httptest.NewServer(srv.Mux)
 	defer hs.Close()
 	for _, tc := range []struct{ name, accept, encoding string }{

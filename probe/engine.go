@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"net/netip"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/probed/probed/config"
+	"github.com/probed/probed/probe/icmpsock"
 )
 
 // tick is the scheduler's resolution: probes due within the same tick leave
@@ -22,145 +24,288 @@ import (
 // on it, being taken at the actual send.)
 const tick = 2 * time.Millisecond
 
-// prober is one protocol's sender. A second implementation of each exists
-// (ICMP, TCP), hence the interface.
-type prober interface {
-	// send sends one probe for t to addr; the outcome reaches t.rec later.
-	send(t *target, a *resolved)
-	// expire fails the probes whose deadline has passed and returns the
-	// mono time of the next deadline worth waking for (0: none).
-	expire(nowMono int64) int64
-	close()
+// job is what one kind of job does at its slots. ICMP and TCP share one
+// prober across every job of their kind (the shared-socket fast path);
+// STAMP, trace and MTU keep state per job.
+type job interface {
+	// bind prepares sending to ip: opens or references the sockets the
+	// job sends with. It runs outside the scheduler and may block briefly.
+	bind(t *target, ip netip.Addr) (*binding, error)
+	// unbind releases what bind took.
+	unbind(t *target, b *binding)
+	// fire runs one slot with the job's current binding. It is called by
+	// the scheduler and must not block.
+	fire(t *target, b *binding)
+	// unsent reports a slot at which nothing could be sent, and why.
+	unsent(t *target, r Reason)
+	// stop ends the job (it left the plan or is restarted with other
+	// settings); its series are forgotten by the engine, not here.
+	stop(t *target)
 }
 
-// resolved is a target's current address and what sending to it needs.
-type resolved struct {
+// binding is a job's current address and what sending to it needs.
+type binding struct {
 	ip   netip.Addr
 	sa   unix.Sockaddr
-	conn *icmpConn // ICMP only: the socket for this address family
+	conn *icmpConn // ICMP: the shared socket of this family, source, interface and TOS
+	sess Session   // STAMP: the session socket
+	// ifindex is the index of the bound interface when the binding was
+	// made (STAMP): a different index later means the device was re-created.
+	ifindex int
 }
 
-// target is one ProbeSpec being probed.
+// target is one job being run. Its spec and settings never change: a job
+// whose settings change on reload is replaced by a new target that takes
+// over the old one's series.
 type target struct {
-	spec    config.ProbeSpec
-	key     string
-	rec     Recorder
-	prober  prober
-	addr    atomic.Pointer[resolved]
-	literal bool
-
+	spec     *config.ProbeSpec
+	key, sig string
+	job      job
+	rec      Recorder // ICMP and TCP
+	literal  netip.Addr
 	interval int64 // ns
 	timeout  int64 // ns
-	next     int64 // mono ns of the next slot
-	index    int   // in the schedule heap; -1 when removed
+
+	// bound is read by the scheduler and the reply path without e.mu.
+	bound atomic.Pointer[binding]
+
+	// Guarded by the engine's mu.
+	next    int64 // mono ns of the next slot
+	index   int   // in the schedule heap; -1 when stopped
+	initial bool  // a round job's first run, before it follows its phase
+	live    bool
+	want    netip.Addr // the address it should be bound to
+	reason  Reason     // why nothing is sent while unbound (resolve or bind); NumReasons: not known yet
+	bindErr error
+	retryAt int64 // mono ns: when a failed bind is tried again
+	backoff time.Duration
+	binding bool // a bind is in progress
 }
 
-// Engine schedules and runs every probe of one agent.
+// Engine schedules and runs every job of one agent.
 type Engine struct {
-	log  *zap.Logger
-	sink Sink
-	base time.Time // monotonic origin of every *Mono value
+	log   *zap.Logger
+	sink  Sink
+	sess  SessionSink
+	paths PathSink
+	socks Sockets
+	base  time.Time // monotonic origin of every *Mono value
+	clock func() int64
+	life  context.Context
+	end   context.CancelFunc
 
-	icmp *icmpProber
-	tcp  *tcpProber
+	icmp    *icmpProber
+	tcp     *tcpProber
+	shared  *pathSockets
+	names   *resolver
+	bindLog bindLog
 
-	mu       sync.Mutex // guards targets, sched, and the fields of targets
-	targets  map[string]*target
-	sched    schedule
-	wake     chan struct{}
-	resolveC chan struct{}
-	resolveI time.Duration
+	mu      sync.Mutex // guards targets, sched, and the guarded fields of targets
+	targets map[string]*target
+	sched   schedule
+	wake    chan struct{}
+	maint   chan struct{}
+	running atomic.Bool
 }
 
-// New returns an engine reporting to sink.
-func New(log *zap.Logger, sink Sink) *Engine {
-	e := &Engine{
-		log:      log,
-		sink:     sink,
-		base:     time.Now(),
-		targets:  map[string]*target{},
-		wake:     make(chan struct{}, 1),
-		resolveC: make(chan struct{}, 1),
-		resolveI: config.DefaultResolveInterval,
+// Options configures an engine. Zero fields take the real thing.
+type Options struct {
+	Log  *zap.Logger
+	Sink Sink
+	// Sessions and Paths receive STAMP and trace/MTU results; jobs of a
+	// kind whose sink is nil are not run.
+	Sessions SessionSink
+	Paths    PathSink
+	// Resolver resolves target names (net.DefaultResolver by default).
+	Resolver Resolver
+	// Sockets opens every socket the jobs use (the kernel's by default).
+	Sockets Sockets
+}
+
+// New returns an engine. It runs jobs once Update gives it a plan and Run
+// is called.
+func New(o Options) *Engine {
+	if o.Log == nil {
+		o.Log = zap.NewNop()
 	}
-	e.icmp = newICMPProber(log, sink, e.base, e.monoNow)
-	e.tcp = newTCPProber(log)
+	if o.Sockets == nil {
+		o.Sockets = KernelSockets{}
+	}
+	if o.Resolver == nil {
+		o.Resolver = defaultResolver
+	}
+	e := &Engine{
+		log:     o.Log,
+		sink:    o.Sink,
+		sess:    o.Sessions,
+		paths:   o.Paths,
+		socks:   o.Sockets,
+		base:    time.Now(),
+		targets: map[string]*target{},
+		wake:    make(chan struct{}, 1),
+		maint:   make(chan struct{}, 1),
+	}
+	e.clock = func() int64 { return int64(time.Since(e.base)) }
+	e.life, e.end = context.WithCancel(context.Background())
+	e.icmp = newICMPProber(e)
+	e.tcp = &tcpProber{e: e}
+	e.shared = &pathSockets{e: e}
+	e.names = newResolver(e, o.Resolver)
+	e.bindLog.log = o.Log
 	return e
 }
 
-func (e *Engine) monoNow() int64 { return int64(time.Since(e.base)) }
+// monoNow is the engine's monotonic clock (tests replace it).
+func (e *Engine) monoNow() int64 { return e.clock() }
 
-// Update makes the engine probe exactly plan's probes. Targets whose key
-// stays keep their state and counters; new ones start in their own phase;
-// removed ones stop and are handed back to the sink. Socket errors for
-// literal addresses are returned (joined); the rest of the plan runs anyway.
+// Update makes the engine run exactly plan's jobs. Jobs whose key and
+// settings stay keep their state, counters and phase; jobs whose settings
+// changed restart and keep their series; new ones start in their own phase;
+// removed ones stop, release their sockets and memory, and their series
+// disappear. Errors opening sockets for literal addresses are returned
+// (joined); those jobs are retried in the background and the rest of the
+// plan runs anyway.
 func (e *Engine) Update(plan *config.Plan) error {
-	var errs []error
 	e.mu.Lock()
-	if plan.ResolveInterval > 0 {
-		e.resolveI = plan.ResolveInterval
+	e.names.setInterval(plan.ResolveInterval)
+	if plan.TracePPS > 0 {
+		e.shared.setPPS(plan.TracePPS)
 	}
 	seen := make(map[string]bool, len(plan.Probes))
 	nowMono, nowWall := e.monoNow(), time.Now().UnixNano()
-	needResolve := false
+	var fresh []*target
+	var stopped []*target
 	for i := range plan.Probes {
-		spec := plan.Probes[i]
-		if spec.Protocol != config.ProtoICMP && spec.Protocol != config.ProtoTCP {
-			continue // STAMP and path work belong to their own features
+		spec := &plan.Probes[i]
+		if !e.runs(spec.Kind) {
+			continue
 		}
 		k := spec.Key()
 		if seen[k] {
 			continue
 		}
 		seen[k] = true
-		t, ok := e.targets[k]
-		if ok {
-			changed := t.spec.Interval != spec.Interval
-			t.spec = spec
-			t.timeout = int64(spec.Timeout)
-			if changed {
-				t.interval = int64(spec.Interval)
-				t.next = firstSlot(k, t.interval, nowMono, nowWall)
-				e.sched.fix(t.index)
-			}
+		old, ok := e.targets[k]
+		if ok && old.sig == spec.Signature() {
 			continue
 		}
-		t = &target{spec: spec, key: k, interval: int64(spec.Interval), timeout: int64(spec.Timeout)}
-		if spec.Protocol == config.ProtoICMP {
-			t.prober = e.icmp
-		} else {
-			t.prober = e.tcp
+		t := e.newTarget(spec, k, nowMono, nowWall)
+		if ok {
+			// Restart with the new settings: the series continue.
+			t.rec = old.rec
+			e.stopLocked(old)
+			stopped = append(stopped, old)
+		} else if spec.Kind == config.KindICMP || spec.Kind == config.KindTCP {
+			t.rec = e.sink.Add(t.spec)
 		}
-		if ip, err := netip.ParseAddr(spec.Target); err == nil {
-			t.literal = true
-			r, err := e.resolve(t, ip)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("target %s (line %d): %w", spec.Target, spec.Line, err))
-			} else {
-				t.addr.Store(r)
-			}
-		} else {
-			needResolve = true
-		}
-		t.rec = e.sink.Add(&t.spec)
-		t.next = firstSlot(k, t.interval, nowMono, nowWall)
 		e.targets[k] = t
 		e.sched.push(t)
+		fresh = append(fresh, t)
 	}
+	var removed []*target
 	for k, t := range e.targets {
 		if !seen[k] {
-			e.sched.remove(t.index)
-			t.index = -1
 			delete(e.targets, k)
-			e.sink.Remove(&t.spec, t.rec)
+			e.stopLocked(t)
+			removed = append(removed, t)
 		}
 	}
 	e.mu.Unlock()
-	e.kick(e.wake)
-	if needResolve {
-		e.kick(e.resolveC)
+
+	e.icmp.forget(removed, stopped)
+	for _, t := range append(stopped, removed...) {
+		t.job.stop(t)
+		if b := t.bound.Swap(nil); b != nil {
+			t.job.unbind(t, b)
+		}
 	}
+	for _, t := range removed {
+		e.forgetSeries(t)
+	}
+	// Literal addresses bind now, so a first load sees socket errors
+	// (no privilege for ICMP) at once; names resolve in the background.
+	var errs []error
+	for _, t := range fresh {
+		if t.literal.IsValid() {
+			if err := e.bindNow(t, t.literal); err != nil {
+				errs = append(errs, fmt.Errorf("%s target %s (line %d): %w", t.spec.Kind, t.spec.Target, t.spec.Line, err))
+			}
+		} else {
+			e.names.add(t)
+		}
+	}
+	e.names.retain(func(t *target) bool { return seen[t.key] && e.current(t) })
+	e.kick(e.wake)
+	e.kick(e.maint)
 	return errors.Join(errs...)
+}
+
+// runs reports whether jobs of kind k have somewhere to report.
+func (e *Engine) runs(k config.Kind) bool {
+	switch k {
+	case config.KindICMP, config.KindTCP:
+		return e.sink != nil
+	case config.KindSTAMP:
+		return e.sess != nil
+	case config.KindTrace, config.KindMTU:
+		return e.paths != nil
+	}
+	return false
+}
+
+func (e *Engine) newTarget(spec *config.ProbeSpec, key string, nowMono, nowWall int64) *target {
+	s := *spec
+	t := &target{spec: &s, key: key, sig: s.Signature(), interval: int64(s.Interval), timeout: int64(s.Timeout),
+		live: true, reason: NumReasons}
+	if ip, err := netip.ParseAddr(s.Target); err == nil {
+		t.literal = ip.Unmap()
+	}
+	switch s.Kind {
+	case config.KindICMP:
+		t.job = e.icmp
+	case config.KindTCP:
+		t.job = e.tcp
+	case config.KindSTAMP:
+		t.job = &stampJob{e: e, obs: e.sess.Session(t.spec)}
+	case config.KindTrace, config.KindMTU:
+		t.job = newPathJob(e, t)
+	}
+	t.next = firstSlot(key, t.interval, nowMono, nowWall)
+	if s.Kind == config.KindTrace || s.Kind == config.KindMTU {
+		// A path is wanted soon after start, not up to a whole (long)
+		// interval later: the first round runs within a second, at the
+		// same hash phase, and later rounds follow the interval's phase.
+		t.initial = true
+		t.next = firstSlot(key, min(t.interval, int64(time.Second)), nowMono, nowWall)
+	}
+	return t
+}
+
+// stopLocked takes t out of the schedule. e.mu is held.
+func (e *Engine) stopLocked(t *target) {
+	if t.index >= 0 {
+		e.sched.remove(t.index)
+	}
+	t.index = -1
+	t.live = false
+}
+
+// current reports whether t is the running target of its key.
+func (e *Engine) current(t *target) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return t.live
+}
+
+func (e *Engine) forgetSeries(t *target) {
+	switch t.spec.Kind {
+	case config.KindICMP, config.KindTCP:
+		e.sink.Remove(t.spec, t.rec)
+	case config.KindSTAMP:
+		e.sess.Forget(t.spec)
+	case config.KindTrace, config.KindMTU:
+		e.paths.Forget(t.spec)
+	}
 }
 
 func (e *Engine) kick(c chan struct{}) {
@@ -170,50 +315,23 @@ func (e *Engine) kick(c chan struct{}) {
 	}
 }
 
-// resolve builds what sending to ip needs, opening the ICMP socket on first use.
-func (e *Engine) resolve(t *target, ip netip.Addr) (*resolved, error) {
-	ip = ip.Unmap()
-	r := &resolved{ip: ip}
-	if ip.Is4() {
-		r.sa = &unix.SockaddrInet4{Addr: ip.As4(), Port: int(t.spec.Port)}
-	} else {
-		r.sa = &unix.SockaddrInet6{Addr: ip.As16(), Port: int(t.spec.Port)}
-	}
-	if t.spec.Protocol == config.ProtoICMP {
-		c, err := e.icmp.conn(icmpKey(&t.spec, ip))
-		if err != nil {
-			return nil, err
-		}
-		r.conn = c
-	}
-	return r, nil
-}
-
-// firstSlot is the target's first send time after now. The phase within the
-// interval comes from a hash of the key: stable across restarts and reloads,
-// and spread evenly over the interval across many targets.
-func firstSlot(key string, interval, nowMono, nowWall int64) int64 {
-	h := fnv.New64a()
-	h.Write([]byte(key))
-	phase := int64(h.Sum64() % uint64(interval))
-	// Next wall-clock time ≡ phase (mod interval), mapped onto mono time.
-	wait := (phase - nowWall%interval + 2*interval) % interval
-	return nowMono + wait
-}
-
-// Run schedules probes until ctx is done.
+// Run schedules jobs until ctx is done, then stops every job and closes
+// every socket.
 func (e *Engine) Run(ctx context.Context) error {
-	go e.resolveLoop(ctx)
+	e.running.Store(true)
+	maintDone := make(chan struct{})
+	go func() {
+		defer close(maintDone)
+		e.maintain(ctx)
+	}()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		now := e.monoNow()
-		deadlines := [...]int64{e.icmp.expire(now), e.tcp.expire(now)}
+		deadline := e.icmp.expire(now)
 		next := e.sendDue(now)
-		for _, d := range deadlines {
-			if d != 0 && d < next {
-				next = d
-			}
+		if deadline != 0 && deadline < next {
+			next = deadline
 		}
 		wait := time.Duration(next - e.monoNow())
 		if wait < tick {
@@ -222,8 +340,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
-			e.icmp.close()
-			e.tcp.close()
+			<-maintDone
+			e.shutdown()
 			return nil
 		case <-e.wake:
 		case <-timer.C:
@@ -231,7 +349,35 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
-// sendDue sends every probe whose slot falls before the end of this tick and
+// shutdown stops every job and closes every socket.
+func (e *Engine) shutdown() {
+	// Replies already queued are read first: readers wait up to coalesce
+	// between reads. Probes still in flight after that get no verdict (a
+	// shutdown is not loss).
+	time.Sleep(2 * coalesce)
+	e.end()
+	e.mu.Lock()
+	all := make([]*target, 0, len(e.targets))
+	for _, t := range e.targets {
+		e.stopLocked(t)
+		all = append(all, t)
+	}
+	e.mu.Unlock()
+	for _, t := range all {
+		t.job.stop(t)
+		// ICMP sockets are closed together below, and stay listed so
+		// the probes in flight can still be expired.
+		if b := t.bound.Load(); b != nil && b.conn == nil {
+			t.bound.Store(nil)
+			t.job.unbind(t, b)
+		}
+	}
+	e.tcp.wait()
+	e.icmp.closeAll()
+	e.shared.closeAll()
+}
+
+// sendDue runs every job whose slot falls before the end of this tick and
 // returns the mono time of the next slot (at most a second away).
 func (e *Engine) sendDue(now int64) int64 {
 	e.mu.Lock()
@@ -243,14 +389,23 @@ func (e *Engine) sendDue(now int64) int64 {
 			break
 		}
 		e.sink.SchedulerLag(time.Duration(max(0, e.monoNow()-t.next)))
-		if a := t.addr.Load(); a != nil {
-			t.prober.send(t, a)
+		if b := t.bound.Load(); b != nil {
+			t.job.fire(t, b)
+		} else if t.reason != NumReasons {
+			t.job.unsent(t, t.reason)
 		}
-		// Keep the phase; if the agent stalled for longer than an
-		// interval, skip the missed slots rather than bursting them.
-		t.next += t.interval
-		if t.next < now {
-			t.next += (now - t.next + t.interval - 1) / t.interval * t.interval
+		if t.initial {
+			// The first round of a round job ran; from now on it
+			// follows the phase of its interval.
+			t.initial = false
+			t.next = firstSlot(t.key, t.interval, now, time.Now().UnixNano())
+		} else {
+			// Keep the phase; if the agent stalled for longer than an
+			// interval, skip the missed slots rather than bursting them.
+			t.next += t.interval
+			if t.next < now {
+				t.next += (now - t.next + t.interval - 1) / t.interval * t.interval
+			}
 		}
 		e.sched.fix(0)
 	}
@@ -261,13 +416,13 @@ func (e *Engine) sendDue(now int64) int64 {
 	return next
 }
 
-// Targets returns how many specs are being probed per protocol.
+// Targets returns how many jobs run per kind.
 func (e *Engine) Targets() map[string]int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	m := map[string]int{}
 	for _, t := range e.targets {
-		m[t.spec.Protocol]++
+		m[t.spec.Kind.String()]++
 	}
 	return m
 }
@@ -275,68 +430,59 @@ func (e *Engine) Targets() map[string]int {
 // ICMPMode reports how ICMP sockets were opened ("raw", "datagram", or "" if none yet).
 func (e *Engine) ICMPMode() string { return e.icmp.mode() }
 
-// schedule is a min-heap of targets by next send time (typed, so the hot
-// path has no interface calls).
-type schedule []*target
-
-func (s schedule) swap(i, j int) {
-	s[i], s[j] = s[j], s[i]
-	s[i].index = i
-	s[j].index = j
-}
-
-func (s schedule) up(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if s[p].next <= s[i].next {
-			return
+// Status says whether every job of the plan is running: it has an address
+// and its sockets are open. If not, the reason counts what is missing, for
+// /-/ready.
+func (e *Engine) Status() (ok bool, reason string) {
+	e.mu.Lock()
+	var resolving, unresolved, unbound int
+	var why []string
+	for _, t := range e.targets {
+		b := t.bound.Load()
+		switch {
+		case b != nil && b.conn != nil && b.conn.broken() != nil:
+			unbound++
+			why = append(why, fmt.Sprintf("%s %s: %v", t.spec.Kind, t.spec.Target, b.conn.broken()))
+		case b != nil:
+		case t.reason == ReasonResolve:
+			unresolved++
+		case t.reason == ReasonBind:
+			unbound++
+			why = append(why, fmt.Sprintf("%s %s: %v", t.spec.Kind, t.spec.Target, t.bindErr))
+		default:
+			resolving++
 		}
-		s.swap(p, i)
-		i = p
 	}
+	total := len(e.targets)
+	e.mu.Unlock()
+	if resolving+unresolved+unbound == 0 {
+		return true, ""
+	}
+	sort.Strings(why)
+	if len(why) > 3 {
+		why = append(why[:3], fmt.Sprintf("and %d more", len(why)-3))
+	}
+	msg := fmt.Sprintf("%d of %d jobs not running (%d resolving, %d unresolvable names, %d sockets not bound)",
+		resolving+unresolved+unbound, total, resolving, unresolved, unbound)
+	if len(why) > 0 {
+		msg += ": " + strings.Join(why, "; ")
+	}
+	return false, msg
 }
 
-func (s schedule) down(i int) bool {
-	start, n := i, len(s)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			break
-		}
-		m := l
-		if r := l + 1; r < n && s[r].next < s[l].next {
-			m = r
-		}
-		if s[i].next <= s[m].next {
-			break
-		}
-		s.swap(i, m)
-		i = m
+// icmpKey is the shared socket an ICMP job to ip uses.
+func icmpKey(s *config.ProbeSpec, ip netip.Addr) icmpsock.Key {
+	k := icmpsock.Key{V6: ip.Is6(), Interface: s.Interface, TOS: s.TOS}
+	if s.Source != "" {
+		k.Source, _ = netip.ParseAddr(s.Source)
+		k.Source = k.Source.Unmap()
 	}
-	return i > start
+	return k
 }
 
-func (s *schedule) push(t *target) {
-	t.index = len(*s)
-	*s = append(*s, t)
-	s.up(t.index)
-}
-
-func (s schedule) fix(i int) {
-	if !s.down(i) {
-		s.up(i)
+func sockaddr(ip netip.Addr, port uint16) unix.Sockaddr {
+	if ip.Is4() {
+		return &unix.SockaddrInet4{Addr: ip.As4(), Port: int(port)}
 	}
-}
-
-func (s *schedule) remove(i int) {
-	old := *s
-	n := len(old) - 1
-	if i != n {
-		old.swap(i, n)
-	}
-	old[n] = nil
-	*s = old[:n]
-	if i != n {
-		s.fix(i)
-	}
+	return &unix.SockaddrInet6{Addr: ip.As16(), Port: int(port)}
 }

@@ -4,15 +4,19 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/probed/probed/config"
+	"github.com/probed/probed/internal/inet"
 	"github.com/probed/probed/probe/icmpsock"
 )
 
@@ -25,10 +29,9 @@ const (
 	echoHeader = 8
 )
 
-// pathFeatureIDs starts the echo identifiers used by the path features
-// (probe/trace, probe/pmtu). Their replies reach our raw sockets too; they
-// are this process's own traffic, so they are skipped, not counted.
-const pathFeatureIDs = 0xc000
+// pathFeatureIDs starts the echo identifiers of the path features: their
+// replies reach our raw sockets too, and are skipped, not counted.
+const pathFeatureIDs = inet.PathIDs
 
 // ICMP types and codes used for matching.
 const (
@@ -37,78 +40,199 @@ const (
 )
 
 type icmpProber struct {
-	log     *zap.Logger
-	sink    Sink
-	base    time.Time // the engine's monotonic origin
-	monoNow func() int64
-	token   [8]byte
+	e     *Engine
+	token [8]byte
 
-	mu    sync.Mutex
+	mu    sync.Mutex // guards conns, list updates, nextID and conn refs
 	conns map[icmpsock.Key]*icmpConn
 	// list holds the same sockets for the scheduler's per-tick expiry,
-	// replaced (never modified) when one is added, so a tick reads it
-	// without locking or allocating.
-	list  atomic.Pointer[[]*icmpConn]
-	ids   uint16
-	modes map[icmpsock.Mode]bool
+	// replaced (never modified) when one is added or closed, so a tick
+	// reads it without locking or allocating.
+	list   atomic.Pointer[[]*icmpConn]
+	nextID uint16
+
+	modesMu sync.Mutex
+	modes   map[icmpsock.Mode]bool
+	// own marks the identifiers of this process's raw sockets: every raw
+	// socket receives a copy of every echo reply on the host, and the
+	// replies to our other sockets are skipped, not counted as foreign.
+	// A closed socket's identifier stays marked for ownLinger, since
+	// replies to its last probes may still arrive; lingering lists them.
+	own       [1 << 16 / 64]atomic.Uint64
+	lingering []lingeringID // guarded by mu
 }
 
-func newICMPProber(log *zap.Logger, sink Sink, base time.Time, monoNow func() int64) *icmpProber {
-	p := &icmpProber{log: log, sink: sink, base: base, monoNow: monoNow, conns: map[icmpsock.Key]*icmpConn{}, modes: map[icmpsock.Mode]bool{}}
+type lingeringID struct {
+	id    uint16
+	until int64 // mono ns
+}
+
+// ownLinger is how long a closed socket's identifier stays ours: longer
+// than any probe timeout (at most 10 intervals of at most a few seconds).
+const ownLinger = 2 * time.Minute
+
+// linger keeps id marked as ours for ownLinger; it is not reused meanwhile.
+func (p *icmpProber) linger(id uint16) {
+	p.mu.Lock()
+	p.lingering = append(p.lingering, lingeringID{id: id, until: p.e.monoNow() + int64(ownLinger)})
+	p.mu.Unlock()
+}
+
+// releaseLingering frees the identifiers whose linger has passed.
+func (p *icmpProber) releaseLingering(now int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	keep := p.lingering[:0]
+	for _, l := range p.lingering {
+		if l.until > now {
+			keep = append(keep, l)
+		} else {
+			p.setOwn(l.id, false)
+		}
+	}
+	p.lingering = keep
+}
+
+func newICMPProber(e *Engine) *icmpProber {
+	p := &icmpProber{e: e, conns: map[icmpsock.Key]*icmpConn{}, modes: map[icmpsock.Mode]bool{}}
 	_, _ = rand.Read(p.token[:])
 	var b [2]byte
 	_, _ = rand.Read(b[:])
-	p.ids = binary.BigEndian.Uint16(b[:]) % pathFeatureIDs
+	p.nextID = binary.BigEndian.Uint16(b[:]) % pathFeatureIDs
 	return p
 }
 
-func icmpKey(s *config.ProbeSpec, ip netip.Addr) icmpsock.Key {
-	k := icmpsock.Key{V6: ip.Is6(), Interface: s.Interface, TOS: s.TOS}
-	if s.Source != "" {
-		k.Source, _ = netip.ParseAddr(s.Source)
-		k.Source = k.Source.Unmap()
+func (p *icmpProber) isOwn(id uint16) bool { return p.own[id/64].Load()&(1<<(id%64)) != 0 }
+
+func (p *icmpProber) setOwn(id uint16, on bool) {
+	w := &p.own[id/64]
+	for {
+		old := w.Load()
+		v := old &^ (1 << (id % 64))
+		if on {
+			v |= 1 << (id % 64)
+		}
+		if w.CompareAndSwap(old, v) {
+			return
+		}
 	}
-	return k
 }
 
-// conn returns the shared socket for k, opening it on first use.
-func (p *icmpProber) conn(k icmpsock.Key) (*icmpConn, error) {
+// bind implements job: the job sends over the shared socket of its
+// family, source, interface and TOS, opened by the first job that needs it
+// and closed with the last. A socket that cannot be opened (its interface
+// does not exist yet, its source address is not on the host) is kept
+// broken and re-opened with backoff; its jobs report their slots unsent.
+// Only a missing privilege fails the bind itself.
+func (p *icmpProber) bind(t *target, ip netip.Addr) (*binding, error) {
+	k := icmpKey(t.spec, ip)
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c := p.conns[k]; c != nil {
-		return c, nil
+	c := p.conns[k]
+	if c == nil {
+		c = newICMPConn(p, k)
+		c.id = p.allocID()
+		if err := c.open(); errors.Is(err, icmpsock.ErrPermission) {
+			p.mu.Unlock()
+			return nil, err
+		}
+		p.conns[k] = c
+		p.publish()
 	}
-	// Distinct identifiers per raw socket keep their replies apart; the
-	// range from pathFeatureIDs up belongs to trace and pmtu.
-	p.ids = (p.ids + 1) % pathFeatureIDs
-	s, err := icmpsock.Open(k, p.ids)
-	if err != nil {
-		return nil, err
+	c.refs++
+	p.mu.Unlock()
+	return &binding{ip: ip, sa: sockaddr(ip, 0), conn: c}, c.broken()
+}
+
+// unbind implements job: the last job of a socket closes it.
+func (p *icmpProber) unbind(_ *target, b *binding) {
+	c := b.conn
+	p.mu.Lock()
+	c.refs--
+	last := c.refs == 0
+	if last {
+		delete(p.conns, c.key)
+		p.publish()
 	}
+	p.mu.Unlock()
+	if last {
+		c.close()
+	}
+}
+
+// publish rebuilds the expiry list. p.mu is held.
+func (p *icmpProber) publish() {
+	list := make([]*icmpConn, 0, len(p.conns))
+	for _, c := range p.conns {
+		list = append(list, c)
+	}
+	p.list.Store(&list)
+}
+
+// allocID picks a raw socket identifier no other socket of ours uses,
+// below the range of the path features. p.mu is held.
+func (p *icmpProber) allocID() uint16 {
+	for range pathFeatureIDs {
+		p.nextID = (p.nextID + 1) % pathFeatureIDs
+		if !p.isOwn(p.nextID) {
+			break
+		}
+	}
+	return p.nextID
+}
+
+func (p *icmpProber) fire(t *target, b *binding) { b.conn.send(t, b) }
+
+func (p *icmpProber) unsent(t *target, r Reason) { t.rec.Unsent(r) }
+
+// stop implements job; in-flight probes are released by forget.
+func (p *icmpProber) stop(*target) {}
+
+// forget drops the in-flight probes of jobs that left (or were replaced),
+// so their memory goes at once rather than at their deadline, and no
+// verdict reaches a recorder that is gone.
+func (p *icmpProber) forget(lists ...[]*target) {
+	n := 0
+	for _, l := range lists {
+		n += len(l)
+	}
+	if n == 0 {
+		return
+	}
+	gone := make(map[*target]bool, n)
+	for _, l := range lists {
+		for _, t := range l {
+			if t.spec.Kind == config.KindICMP {
+				gone[t] = true
+			}
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	if list := p.list.Load(); list != nil {
+		for _, c := range *list {
+			c.forget(gone)
+		}
+	}
+}
+
+func (p *icmpProber) opened(s icmpsock.Info) {
+	p.modesMu.Lock()
+	defer p.modesMu.Unlock()
 	if !p.modes[s.Mode] {
 		p.modes[s.Mode] = true
 		how := "raw ICMP sockets (root or CAP_NET_RAW)"
 		if s.Mode == icmpsock.Datagram {
 			how = "unprivileged ICMP datagram sockets (net.ipv4.ping_group_range)"
 		}
-		p.log.Info("ICMP sockets opened", zap.String("mode", s.Mode.String()), zap.String("using", how))
+		p.e.log.Info("ICMP sockets opened", zap.String("mode", s.Mode.String()), zap.String("using", how))
 	}
-	p.log.Debug("ICMP socket opened", zap.Stringer("socket", k), zap.Uint16("identifier", s.ID))
-	c := newICMPConn(p, s)
-	p.conns[k] = c
-	var list []*icmpConn
-	if old := p.list.Load(); old != nil {
-		list = append(list, *old...)
-	}
-	list = append(list, c)
-	p.list.Store(&list)
-	go c.readLoop()
-	return c, nil
+	p.e.log.Debug("ICMP socket opened", zap.Stringer("socket", s.Key), zap.Uint16("identifier", s.ID))
 }
 
 func (p *icmpProber) mode() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.modesMu.Lock()
+	defer p.modesMu.Unlock()
 	switch {
 	case p.modes[icmpsock.Raw]:
 		return icmpsock.Raw.String()
@@ -117,8 +241,6 @@ func (p *icmpProber) mode() string {
 	}
 	return ""
 }
-
-func (p *icmpProber) send(t *target, a *resolved) { a.conn.send(t, a) }
 
 // expire fails overdue probes on every socket and returns the earliest
 // remaining deadline worth waking for (0: none).
@@ -136,15 +258,53 @@ func (p *icmpProber) expire(now int64) int64 {
 	return next
 }
 
-func (p *icmpProber) close() {
-	// Replies already queued are read first: readers wait up to coalesce
-	// between reads. Probes still in flight after that get no verdict (a
-	// shutdown is not loss).
-	time.Sleep(2 * coalesce)
+// reopenDue re-opens the broken sockets whose retry is due and returns
+// when the next retry falls due (0: none).
+func (p *icmpProber) reopenDue(now int64) int64 {
+	p.releaseLingering(now)
+	list := p.list.Load()
+	if list == nil {
+		return 0
+	}
+	var next int64
+	for _, c := range *list {
+		if d := c.reopenDue(now); d != 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+	return next
+}
+
+// checkInterfaces breaks the sockets bound to an interface whose index
+// changed (re-created) or that is gone, so they are opened again.
+func (p *icmpProber) checkInterfaces(index func(string) int) {
+	list := p.list.Load()
+	if list == nil {
+		return
+	}
+	for _, c := range *list {
+		if c.key.Interface == "" {
+			continue
+		}
+		c.mu.Lock()
+		if c.sock != nil && c.ifindex != index(c.key.Interface) {
+			c.breakLocked(fmt.Errorf("interface %s was deleted or re-created", c.key.Interface))
+		}
+		c.mu.Unlock()
+	}
+}
+
+// closeAll closes every socket at shutdown. The conns stay listed, so the
+// probes in flight can still be expired (tests do, to see every verdict).
+func (p *icmpProber) closeAll() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	conns := make([]*icmpConn, 0, len(p.conns))
 	for _, c := range p.conns {
-		c.sock.Close()
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.close()
 	}
 }
 
@@ -173,42 +333,172 @@ type pending struct {
 	seq      uint16
 }
 
-// icmpConn is one shared socket and the probes in flight on it.
+// icmpConn is one shared socket and the probes in flight on it. The
+// socket may be re-opened (a re-created interface, a source address that
+// came back) under the same conn: the jobs keep their binding, and the
+// in-flight table survives.
 type icmpConn struct {
-	p    *icmpProber
-	sock *icmpsock.Socket
-	v6   bool
-	raw  bool
+	p   *icmpProber
+	key icmpsock.Key
+	v6  bool
 
 	mu        sync.Mutex
+	refs      int // bindings; guarded by p.mu
+	sock      ICMPSocket
+	id        uint16 // the identifier our requests carry (raw sockets)
+	raw       bool
+	ifindex   int   // of key.Interface when the socket was opened
+	everOpen  bool
+	err       error // why sock is nil
+	reopenAt  int64 // mono ns
+	backoff   time.Duration
 	slots     []slot
 	seq       uint16
 	serial    uint64
 	deadlines deadlineHeap
 	buf       []byte
-	handleFn  func(*icmpsock.Packet)
-	drops     uint32
+	readers   sync.WaitGroup
 }
 
-func newICMPConn(p *icmpProber, s *icmpsock.Socket) *icmpConn {
-	c := &icmpConn{p: p, sock: s, v6: s.Key.V6, raw: s.Mode == icmpsock.Raw, slots: make([]slot, 1<<16)}
+func newICMPConn(p *icmpProber, k icmpsock.Key) *icmpConn {
+	c := &icmpConn{p: p, key: k, v6: k.V6, slots: make([]slot, 1<<16)}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	c.serial = binary.BigEndian.Uint64(b[:]) >> 1 // random start: serials never repeat across runs
 	c.seq = uint16(c.serial)
 	c.buf = make([]byte, echoHeader+config.MaxSize+payloadMin)
 	fillPayload(c.buf)
-	c.handleFn = c.handle
 	return c
 }
 
+// open opens the socket (again). Caller holds p.mu or owns c alone.
+func (c *icmpConn) open() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.openLocked()
+}
+
+func (c *icmpConn) openLocked() error {
+	ifindex := 0
+	if c.key.Interface != "" {
+		i, err := c.p.e.socks.InterfaceIndex(c.key.Interface)
+		if err != nil {
+			return c.breakLocked(fmt.Errorf("interface %s: %w", c.key.Interface, err))
+		}
+		ifindex = i
+	}
+	s, err := c.p.e.socks.ICMP(c.key, c.id)
+	if err != nil {
+		if errors.Is(err, icmpsock.ErrPermission) {
+			return err
+		}
+		return c.breakLocked(fmt.Errorf("opening ICMP socket %s: %w", c.key, err))
+	}
+	info := s.Info()
+	if info.ID != c.id {
+		// A ping socket: the kernel chose the identifier. The one it
+		// replaces was in use only if a socket was open before (a
+		// re-open, which never runs under p.mu, unlike the first open).
+		if c.everOpen {
+			c.p.linger(c.id)
+		} else {
+			c.p.setOwn(c.id, false)
+		}
+	}
+	c.everOpen = true
+	c.sock, c.id, c.raw, c.ifindex, c.err = s, info.ID, info.Mode == icmpsock.Raw, ifindex, nil
+	c.p.setOwn(info.ID, true)
+	c.p.opened(info)
+	c.readers.Add(1)
+	go c.readLoop(s, info.ID, c.raw)
+	return nil
+}
+
+// breakLocked closes the socket (if open) and schedules a re-open, sooner
+// after a socket that worked, backing off while it keeps failing; the jobs
+// report their slots unsent meanwhile. c.mu is held.
+func (c *icmpConn) breakLocked(err error) error {
+	if c.sock != nil {
+		c.p.e.log.Warn("ICMP socket broken; re-opening it", zap.Stringer("socket", c.key), zap.Error(err))
+		_ = c.sock.Close()
+		c.sock = nil
+		c.backoff = 0
+	}
+	c.err = err
+	c.backoff = min(max(2*c.backoff, retryMin), retryMax)
+	c.reopenAt = c.p.e.monoNow() + int64(c.backoff)
+	c.p.e.kick(c.p.e.maint)
+	return err
+}
+
+// broken is why the socket is not open (nil when it is).
+func (c *icmpConn) broken() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// reopenDue tries to open a broken socket whose retry is due and returns
+// when the next try falls due (0: the socket is open).
+func (c *icmpConn) reopenDue(now int64) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sock != nil || c.err == nil {
+		return 0
+	}
+	if c.reopenAt > now {
+		return c.reopenAt
+	}
+	old := c.err
+	if err := c.openLocked(); err != nil {
+		if err.Error() != old.Error() {
+			c.p.e.log.Warn("cannot open ICMP socket; retrying", zap.Stringer("socket", c.key), zap.Error(err))
+		}
+		return c.reopenAt
+	}
+	c.p.e.log.Info("ICMP socket open again", zap.Stringer("socket", c.key))
+	return 0
+}
+
+// close closes the socket for good and waits for its reader.
+func (c *icmpConn) close() {
+	c.mu.Lock()
+	if c.sock != nil {
+		_ = c.sock.Close()
+		c.sock = nil
+	}
+	c.err = net.ErrClosed
+	id, raw := c.id, c.raw
+	c.mu.Unlock()
+	c.readers.Wait()
+	if raw {
+		c.p.linger(id)
+	}
+}
+
+// forget drops the in-flight probes of the given jobs.
+func (c *icmpConn) forget(gone map[*target]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, d := range c.deadlines {
+		if sl := &c.slots[d.seq]; sl.serial == d.serial && sl.state == slotInFlight && gone[sl.t] {
+			sl.state, sl.t = slotLost, nil
+		}
+	}
+}
+
 // send builds and sends one echo request. Called by the scheduler only.
-func (c *icmpConn) send(t *target, a *resolved) {
+func (c *icmpConn) send(t *target, b *binding) {
 	size := t.spec.Size
 	if size < payloadMin {
 		size = payloadMin
 	}
 	c.mu.Lock()
+	if c.sock == nil {
+		c.mu.Unlock()
+		t.rec.Unsent(ReasonBind)
+		return
+	}
 	// Find a free sequence number. With 65,536 of them and at most
 	// rate × timeout in flight, the first one is nearly always free.
 	var seq uint16
@@ -228,24 +518,35 @@ func (c *icmpConn) send(t *target, a *resolved) {
 	}
 	c.serial++
 	serial := c.serial
-	b := buildEcho(c, c.buf, seq, serial, size)
+	pkt := buildEcho(c, c.buf, seq, serial, size)
 	sl := &c.slots[seq]
 	sl.serial, sl.t, sl.state = serial, t, slotInFlight
 	// Taken inside SendTo just before the system call.
-	at, err := c.sock.SendTo(b, a.sa)
+	at, err := c.sock.SendTo(pkt, b.sa)
 	sl.sentWall = at.UnixNano()
-	sl.sentMono = int64(at.Sub(c.p.base))
+	sl.sentMono = int64(at.Sub(c.p.e.base))
 	sl.deadline = sl.sentMono + t.timeout
 	t.rec.Sent()
 	if err != nil {
-		sl.state = slotLost
+		sl.state, sl.t = slotLost, nil
+		if socketGone(err) {
+			// The device or source address went away under the socket:
+			// open it again rather than fail every probe.
+			c.breakLocked(err)
+		}
 		c.mu.Unlock()
-		c.p.log.Debug("ICMP send failed", zap.String("target", t.spec.Target), zap.Error(err))
+		c.p.e.log.Debug("ICMP send failed", zap.String("target", t.spec.Target), zap.Error(err))
 		t.rec.Failed(ReasonSendError)
 		return
 	}
 	c.deadlines.push(pending{deadline: sl.deadline, serial: serial, seq: seq})
 	c.mu.Unlock()
+}
+
+// socketGone reports a send error that means the socket's interface or
+// source address no longer exists.
+func socketGone(err error) bool {
+	return errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO) || errors.Is(err, unix.EADDRNOTAVAIL)
 }
 
 // fillPayload writes the filler after the token and serial once: it is
@@ -267,13 +568,13 @@ func buildEcho(c *icmpConn, buf []byte, seq uint16, serial uint64, size int) []b
 	}
 	b[1] = 0
 	b[2], b[3] = 0, 0
-	binary.BigEndian.PutUint16(b[4:], c.sock.ID)
+	binary.BigEndian.PutUint16(b[4:], c.id)
 	binary.BigEndian.PutUint16(b[6:], seq)
 	copy(b[8:16], c.p.token[:])
 	binary.BigEndian.PutUint64(b[16:24], serial)
 	if !c.v6 && c.raw {
 		// Raw IPv4: we checksum. ICMPv6 and ping sockets: the kernel does.
-		binary.BigEndian.PutUint16(b[2:], checksum(b))
+		binary.BigEndian.PutUint16(b[2:], inet.Checksum(b))
 	}
 	return b
 }
@@ -287,8 +588,9 @@ func (c *icmpConn) expire(now int64) int64 {
 		d := c.deadlines.pop()
 		sl := &c.slots[d.seq]
 		if sl.serial == d.serial && sl.state == slotInFlight {
-			sl.state = slotLost
-			sl.t.rec.Failed(ReasonTimeout)
+			t := sl.t
+			sl.state, sl.t = slotLost, nil
+			t.rec.Failed(ReasonTimeout)
 		}
 	}
 	if len(c.deadlines) == 0 {
@@ -302,20 +604,26 @@ func (c *icmpConn) expire(now int64) int64 {
 // accumulate into one recvmmsg batch instead of one wake-up per packet.
 // expire keeps probes in flight for the same margin past their deadline, so
 // a reply that arrived in time is never counted lost for being read late.
-func (c *icmpConn) readLoop() {
+//
+// A reader belongs to one socket: a re-opened socket gets its own, with
+// the identifier that socket uses.
+func (c *icmpConn) readLoop(s ICMPSocket, id uint16, raw bool) {
+	defer c.readers.Done()
+	h := func(pk *icmpsock.Packet) { c.handle(pk, id, raw) }
+	var last uint32
 	for {
-		n, drops, err := c.sock.ReadBatch(c.handleFn)
+		n, drops, err := s.ReadBatch(h)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return
 			}
-			c.p.log.Warn("ICMP receive failed", zap.Stringer("socket", c.sock.Key), zap.Error(err))
+			c.p.e.log.Warn("ICMP receive failed", zap.Stringer("socket", c.key), zap.Error(err))
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		if drops != c.drops {
-			c.p.sink.SocketDrops(uint64(drops - c.drops))
-			c.drops = drops
+		if drops != last {
+			c.p.e.sink.SocketDrops(uint64(drops - last))
+			last = drops
 		}
 		if n < icmpsock.BatchSize {
 			time.Sleep(coalesce)
@@ -330,34 +638,43 @@ const (
 	expiryGrace = int64(5 * time.Millisecond)
 )
 
-// handle decides what one received ICMP message is.
-func (c *icmpConn) handle(pk *icmpsock.Packet) {
+// handle decides what one received ICMP message is. id is the identifier
+// of the socket it came from; raw sockets see every ICMP message of the
+// host, ping sockets only their own.
+func (c *icmpConn) handle(pk *icmpsock.Packet, id uint16, raw bool) {
 	d := pk.Data
 	typ := d[0]
 	switch {
 	case (!c.v6 && typ == v4EchoReply) || (c.v6 && typ == v6EchoReply):
-		c.handleReply(pk)
+		c.handleReply(pk, id, raw)
 	case !c.v6 && (typ == v4Unreach || typ == v4TimeExceeded || typ == v4ParamProblem):
-		c.handleError(pk, reasonV4(typ, d[1]))
+		c.handleError(pk, reasonV4(typ, d[1]), id, raw)
 	case c.v6 && (typ == v6Unreach || typ == v6TooBig || typ == v6TimeExceeded || typ == v6ParamProblem):
-		c.handleError(pk, reasonV6(typ, d[1]))
+		c.handleError(pk, reasonV6(typ, d[1]), id, raw)
 	}
 }
 
-func (c *icmpConn) handleReply(pk *icmpsock.Packet) {
+// ours says whether a message with identifier got belongs to another part of
+// this process (another of our sockets, or the path features): skipped,
+// not counted.
+func (c *icmpConn) ours(got uint16) bool {
+	return got >= pathFeatureIDs || c.p.isOwn(got)
+}
+
+func (c *icmpConn) handleReply(pk *icmpsock.Packet, id uint16, raw bool) {
 	d := pk.Data
-	if id := binary.BigEndian.Uint16(d[4:]); c.raw && id != c.sock.ID {
-		if id < pathFeatureIDs {
-			c.p.sink.Ignored(IgnoredForeign)
+	if got := binary.BigEndian.Uint16(d[4:]); raw && got != id {
+		if !c.ours(got) {
+			c.p.e.sink.Ignored(IgnoredForeign)
 		}
 		return
 	}
 	if len(d) < echoHeader+payloadMin {
-		c.p.sink.Ignored(IgnoredMalformed)
+		c.p.e.sink.Ignored(IgnoredMalformed)
 		return
 	}
 	if string(d[8:16]) != string(c.p.token[:]) {
-		c.p.sink.Ignored(IgnoredForged)
+		c.p.e.sink.Ignored(IgnoredForged)
 		return
 	}
 	seq := binary.BigEndian.Uint16(d[6:])
@@ -367,33 +684,33 @@ func (c *icmpConn) handleReply(pk *icmpsock.Packet) {
 	if sl.serial != serial {
 		c.mu.Unlock()
 		if serial < sl.serial {
-			c.p.sink.Ignored(IgnoredLate) // its slot was reused by a newer probe
+			c.p.e.sink.Ignored(IgnoredLate) // its slot was reused by a newer probe
 		} else {
-			c.p.sink.Ignored(IgnoredForged)
+			c.p.e.sink.Ignored(IgnoredForged)
 		}
 		return
 	}
 	switch sl.state {
 	case slotAnswered:
 		c.mu.Unlock()
-		c.p.sink.Ignored(IgnoredDuplicate)
+		c.p.e.sink.Ignored(IgnoredDuplicate)
 		return
 	case slotLost:
 		c.mu.Unlock()
-		c.p.sink.Ignored(IgnoredLate)
+		c.p.e.sink.Ignored(IgnoredLate)
 		return
 	case slotFree:
 		c.mu.Unlock()
-		c.p.sink.Ignored(IgnoredForged)
+		c.p.e.sink.Ignored(IgnoredForged)
 		return
 	}
 	t := sl.t
-	if a := t.addr.Load(); a == nil || a.ip != pk.From {
+	if b := t.bound.Load(); b == nil || b.ip != pk.From {
 		c.mu.Unlock()
-		c.p.sink.Ignored(IgnoredForged)
+		c.p.e.sink.Ignored(IgnoredForged)
 		return
 	}
-	mono := c.p.monoNow() - sl.sentMono
+	mono := c.p.e.monoNow() - sl.sentMono
 	rtt := mono
 	if pk.KernelTime != 0 {
 		// The kernel stamp is exact unless the wall clock stepped between
@@ -404,54 +721,54 @@ func (c *icmpConn) handleReply(pk *icmpsock.Packet) {
 	}
 	if rtt > t.timeout {
 		// Arrived after the deadline: lost, and the reply is late.
-		sl.state = slotLost
+		sl.state, sl.t = slotLost, nil
 		c.mu.Unlock()
 		t.rec.Failed(ReasonTimeout)
-		c.p.sink.Ignored(IgnoredLate)
+		c.p.e.sink.Ignored(IgnoredLate)
 		return
 	}
-	sl.state = slotAnswered
+	sl.state, sl.t = slotAnswered, nil
 	c.mu.Unlock()
 	t.rec.Succeeded(time.Duration(rtt))
 }
 
 // handleError attributes an ICMP error to the probe whose request it quotes.
-func (c *icmpConn) handleError(pk *icmpsock.Packet, r Reason) {
+func (c *icmpConn) handleError(pk *icmpsock.Packet, r Reason, id uint16, raw bool) {
 	d := pk.Data
 	q := d[8:] // the quoted IP packet
 	var dst netip.Addr
 	var inner []byte
 	if c.v6 {
 		if len(q) < 40+8 || q[6] != 58 {
-			c.p.sink.Ignored(IgnoredStrayError)
+			c.p.e.sink.Ignored(IgnoredStrayError)
 			return
 		}
 		dst = netip.AddrFrom16([16]byte(q[24:40]))
 		inner = q[40:]
 		if inner[0] != v6EchoRequest {
-			c.p.sink.Ignored(IgnoredStrayError)
+			c.p.e.sink.Ignored(IgnoredStrayError)
 			return
 		}
 	} else {
 		if len(q) < 20 {
-			c.p.sink.Ignored(IgnoredStrayError)
+			c.p.e.sink.Ignored(IgnoredStrayError)
 			return
 		}
 		ihl := int(q[0]&0x0f) * 4
 		if ihl < 20 || len(q) < ihl+8 || q[9] != 1 {
-			c.p.sink.Ignored(IgnoredStrayError)
+			c.p.e.sink.Ignored(IgnoredStrayError)
 			return
 		}
 		dst = netip.AddrFrom4([4]byte(q[16:20]))
 		inner = q[ihl:]
 		if inner[0] != v4EchoRequest {
-			c.p.sink.Ignored(IgnoredStrayError)
+			c.p.e.sink.Ignored(IgnoredStrayError)
 			return
 		}
 	}
-	if id := binary.BigEndian.Uint16(inner[4:]); c.raw && id != c.sock.ID {
-		if id < pathFeatureIDs {
-			c.p.sink.Ignored(IgnoredStrayError)
+	if got := binary.BigEndian.Uint16(inner[4:]); raw && got != id {
+		if !c.ours(got) {
+			c.p.e.sink.Ignored(IgnoredStrayError)
 		}
 		return
 	}
@@ -464,16 +781,16 @@ func (c *icmpConn) handleError(pk *icmpsock.Packet, r Reason) {
 		ok = string(inner[8:16]) == string(c.p.token[:]) && binary.BigEndian.Uint64(inner[16:24]) == sl.serial
 	}
 	if ok {
-		a := sl.t.addr.Load()
-		ok = a != nil && a.ip == dst.Unmap()
+		b := sl.t.bound.Load()
+		ok = b != nil && b.ip == dst.Unmap()
 	}
 	if !ok {
 		c.mu.Unlock()
-		c.p.sink.Ignored(IgnoredStrayError)
+		c.p.e.sink.Ignored(IgnoredStrayError)
 		return
 	}
-	sl.state = slotLost
 	t := sl.t
+	sl.state, sl.t = slotLost, nil
 	c.mu.Unlock()
 	t.rec.Failed(r)
 }
@@ -520,21 +837,6 @@ func reasonV6(typ, code byte) Reason {
 		return ReasonPortUnreachable
 	}
 	return ReasonUnreachable
-}
-
-// checksum is the Internet checksum (RFC 1071).
-func checksum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
 }
 
 // deadlineHeap orders in-flight probes by deadline. Targets may have

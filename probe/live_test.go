@@ -23,7 +23,7 @@ import (
 func runEngine(t *testing.T, log *zap.Logger, d time.Duration, specs ...config.ProbeSpec) []*countingRec {
 	t.Helper()
 	sink := &countingSink{}
-	e := New(log, sink)
+	e := New(Options{Log: log, Sink: sink})
 	if err := e.Update(&config.Plan{Site: "test", Probes: specs, LossWindow: 100, DownAfter: 3}); err != nil {
 		t.Fatalf("update: %v", err)
 	}
@@ -44,7 +44,11 @@ func runEngine(t *testing.T, log *zap.Logger, d time.Duration, specs ...config.P
 }
 
 func spec(target, proto string, port uint16) config.ProbeSpec {
-	return config.ProbeSpec{SourceSite: "test", TargetSite: "peer", Target: target, Path: "default", Segment: "default",
+	k := config.KindICMP
+	if proto == config.ProtoTCP {
+		k = config.KindTCP
+	}
+	return config.ProbeSpec{Kind: k, SourceSite: "test", TargetSite: "peer", Target: target, Path: "default", Segment: "default",
 		Protocol: proto, Port: port, Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, Size: 56}
 }
 

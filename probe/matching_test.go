@@ -18,13 +18,17 @@ type countingSink struct {
 	mu      sync.Mutex
 	ignored [NumIgnored]int
 	recs    []*countingRec
+	gone    map[string]bool
 }
 
 type countingRec struct {
-	mu      sync.Mutex
-	sent    int
-	rtts    []time.Duration
-	reasons []Reason
+	mu           sync.Mutex
+	spec         *config.ProbeSpec
+	sent         int
+	rtts         []time.Duration
+	reasons      []Reason
+	unsent       []Reason
+	resolveFails int
 }
 
 func (r *countingRec) Sent() { r.mu.Lock(); r.sent++; r.mu.Unlock() }
@@ -34,19 +38,33 @@ func (r *countingRec) Succeeded(d time.Duration) {
 	r.mu.Unlock()
 }
 func (r *countingRec) Failed(x Reason) { r.mu.Lock(); r.reasons = append(r.reasons, x); r.mu.Unlock() }
-func (r *countingRec) ResolveFailed()  {}
+func (r *countingRec) Unsent(x Reason) { r.mu.Lock(); r.unsent = append(r.unsent, x); r.mu.Unlock() }
+func (r *countingRec) ResolveFailed()  { r.mu.Lock(); r.resolveFails++; r.mu.Unlock() }
 
-func (s *countingSink) Add(*config.ProbeSpec) Recorder {
+func (s *countingSink) Add(spec *config.ProbeSpec) Recorder {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := &countingRec{}
+	r := &countingRec{spec: spec}
 	s.recs = append(s.recs, r)
 	return r
 }
-func (s *countingSink) Remove(*config.ProbeSpec, Recorder) {}
-func (s *countingSink) Ignored(i Ignored)                  { s.mu.Lock(); s.ignored[i]++; s.mu.Unlock() }
-func (s *countingSink) SchedulerLag(time.Duration)         {}
-func (s *countingSink) SocketDrops(uint64)                 {}
+func (s *countingSink) Remove(spec *config.ProbeSpec, _ Recorder) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone == nil {
+		s.gone = map[string]bool{}
+	}
+	s.gone[spec.Key()] = true
+}
+
+func (s *countingSink) removed(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gone[key]
+}
+func (s *countingSink) Ignored(i Ignored)          { s.mu.Lock(); s.ignored[i]++; s.mu.Unlock() }
+func (s *countingSink) SchedulerLag(time.Duration) {}
+func (s *countingSink) SocketDrops(uint64)         {}
 
 // matchFixture is an icmpConn with one probe in flight, without a socket:
 // it exercises the matching code on hand-built packets.
@@ -63,12 +81,13 @@ type matchFixture struct {
 func newMatchFixture(t *testing.T) *matchFixture {
 	sink := &countingSink{}
 	f := &matchFixture{sink: sink}
-	p := newICMPProber(zap.NewNop(), sink, time.Now(), func() int64 { return f.now })
-	sock := &icmpsock.Socket{Key: icmpsock.Key{}, Mode: icmpsock.Raw, ID: 0x1234}
-	f.c = newICMPConn(p, sock)
+	e := New(Options{Log: zap.NewNop(), Sink: sink})
+	e.clock = func() int64 { return f.now }
+	f.c = newICMPConn(e.icmp, icmpsock.Key{})
+	f.c.id, f.c.raw = 0x1234, true
 	f.rec = sink.Add(nil).(*countingRec)
-	f.t = &target{spec: config.ProbeSpec{Target: "10.0.0.9", Timeout: time.Second}, rec: f.rec, timeout: int64(time.Second)}
-	f.t.addr.Store(&resolved{ip: netip.MustParseAddr("10.0.0.9")})
+	f.t = &target{spec: &config.ProbeSpec{Target: "10.0.0.9", Timeout: time.Second}, rec: f.rec, timeout: int64(time.Second)}
+	f.t.bound.Store(&binding{ip: netip.MustParseAddr("10.0.0.9")})
 	return f
 }
 
@@ -89,7 +108,7 @@ func (f *matchFixture) reply(id, seq uint16, token []byte, serial uint64, from s
 	binary.BigEndian.PutUint16(b[6:], seq)
 	copy(b[8:16], token)
 	binary.BigEndian.PutUint64(b[16:24], serial)
-	f.c.handle(&icmpsock.Packet{Data: b, From: netip.MustParseAddr(from), KernelTime: kernel})
+	f.c.handle(&icmpsock.Packet{Data: b, From: netip.MustParseAddr(from), KernelTime: kernel}, 0x1234, true)
 }
 
 func TestReplyMatching(t *testing.T) {
@@ -188,12 +207,12 @@ func TestICMPErrorAttributed(t *testing.T) {
 	q[0] = v4EchoRequest
 	binary.BigEndian.PutUint16(q[4:], 0x1234)
 	binary.BigEndian.PutUint16(q[6:], f.seq)
-	f.c.handle(&icmpsock.Packet{Data: b, From: netip.MustParseAddr("192.0.2.1")})
+	f.c.handle(&icmpsock.Packet{Data: b, From: netip.MustParseAddr("192.0.2.1")}, 0x1234, true)
 	if len(f.rec.reasons) != 1 || f.rec.reasons[0] != ReasonHostUnreachable {
 		t.Fatalf("reasons = %v", f.rec.reasons)
 	}
 	// The same error again matches nothing in flight.
-	f.c.handle(&icmpsock.Packet{Data: b, From: netip.MustParseAddr("192.0.2.1")})
+	f.c.handle(&icmpsock.Packet{Data: b, From: netip.MustParseAddr("192.0.2.1")}, 0x1234, true)
 	if f.sink.ignored[IgnoredStrayError] != 1 {
 		t.Fatalf("stray errors = %d", f.sink.ignored[IgnoredStrayError])
 	}
@@ -202,7 +221,7 @@ func TestICMPErrorAttributed(t *testing.T) {
 	b[0], b[1] = v4TimeExceeded, 0
 	binary.BigEndian.PutUint16(q[6:], f.seq)
 	copy(ip[16:20], []byte{10, 0, 0, 7})
-	f.c.handle(&icmpsock.Packet{Data: b, From: netip.MustParseAddr("192.0.2.1")})
+	f.c.handle(&icmpsock.Packet{Data: b, From: netip.MustParseAddr("192.0.2.1")}, 0x1234, true)
 	if f.sink.ignored[IgnoredStrayError] != 2 || len(f.rec.reasons) != 1 {
 		t.Fatalf("stray = %d reasons = %v", f.sink.ignored[IgnoredStrayError], f.rec.reasons)
 	}
@@ -220,12 +239,13 @@ func TestReasonCodes(t *testing.T) {
 // BenchmarkReplyPath measures the per-probe accounting: slot allocation,
 // packet build, reply matching and the recorder, without the system calls.
 func BenchmarkReplyPath(b *testing.B) {
-	sink := &nopSink{}
 	var now int64
-	p := newICMPProber(zap.NewNop(), sink, time.Now(), func() int64 { return now })
-	c := newICMPConn(p, &icmpsock.Socket{Mode: icmpsock.Raw, ID: 7})
-	t := &target{spec: config.ProbeSpec{Size: 56}, rec: nopRec{}, timeout: int64(time.Second)}
-	t.addr.Store(&resolved{ip: netip.MustParseAddr("10.0.0.9")})
+	e := New(Options{Log: zap.NewNop(), Sink: nopSink{}})
+	e.clock = func() int64 { return now }
+	c := newICMPConn(e.icmp, icmpsock.Key{})
+	c.id, c.raw = 7, true
+	t := &target{spec: &config.ProbeSpec{Size: 56}, rec: nopRec{}, timeout: int64(time.Second)}
+	t.bound.Store(&binding{ip: netip.MustParseAddr("10.0.0.9")})
 	reply := make([]byte, 8+56)
 	fillPayload(reply)
 	pk := &icmpsock.Packet{Data: reply, From: netip.MustParseAddr("10.0.0.9")}
@@ -240,7 +260,7 @@ func BenchmarkReplyPath(b *testing.B) {
 		buildEcho(c, reply, c.seq, c.serial, t.spec.Size)
 		reply[0] = v4EchoReply
 		pk.KernelTime = now + 500
-		c.handle(pk)
+		c.handle(pk, 7, true)
 	}
 }
 
@@ -257,4 +277,5 @@ type nopRec struct{}
 func (nopRec) Sent()                   {}
 func (nopRec) Succeeded(time.Duration) {}
 func (nopRec) Failed(Reason)           {}
+func (nopRec) Unsent(Reason)           {}
 func (nopRec) ResolveFailed()          {}

@@ -1,9 +1,12 @@
-// Package probe is the probing engine: a scheduler that spreads every
-// target's probes evenly over its interval, and the probers (ICMP echo over
-// shared sockets, TCP connect) that send them and decide each probe's fate
-// exactly once: a valid reply within the timeout, or lost.
+// Package probe is the probing engine. Every job of the plan — ICMP echo,
+// TCP connect, STAMP session, Paris traceroute, path MTU search — runs here
+// the same way: reconciled by key on reload, its name resolved by one
+// resolver, its sockets bound (and re-bound when an interface comes back),
+// and scheduled at a stable phase of its interval. ICMP echo and TCP
+// connect decide each probe's fate exactly once: a valid reply within the
+// timeout, or lost.
 //
-// The engine knows nothing about Prometheus. It reports to a Sink, which the
+// The engine knows nothing about Prometheus. It reports to sinks, which the
 // exporter implements.
 package probe
 
@@ -11,6 +14,9 @@ import (
 	"time"
 
 	"github.com/probed/probed/config"
+	"github.com/probed/probed/probe/pmtu"
+	"github.com/probed/probed/probe/stamp"
+	"github.com/probed/probed/probe/trace"
 )
 
 // Reason says why a probe failed. Every lost probe has exactly one.
@@ -29,12 +35,16 @@ const (
 	ReasonRefused                       // TCP connection refused (RST)
 	ReasonSendError                     // the local send failed
 	ReasonConnectError                  // other TCP connect failures
+	// Reasons no probe left at a slot (Recorder.Unsent).
+	ReasonResolve // the target's name did not resolve
+	ReasonBind    // the socket could not be opened or bound (missing interface or source address)
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{
 	"timeout", "net_unreachable", "host_unreachable", "port_unreachable", "admin_prohibited",
 	"unreachable", "packet_too_big", "ttl_exceeded", "parameter_problem", "refused", "send_error", "connect_error",
+	"resolve", "bind",
 }
 
 func (r Reason) String() string {
@@ -66,8 +76,9 @@ func (i Ignored) String() string {
 	return "unknown"
 }
 
-// Recorder receives the outcomes of one probe spec. Calls come from several
-// goroutines; implementations must be safe for that and must not block.
+// Recorder receives the outcomes of one ICMP or TCP job. Calls come from
+// several goroutines; implementations must be safe for that and must not
+// block.
 type Recorder interface {
 	// Sent is called when a probe has left the agent.
 	Sent()
@@ -75,16 +86,21 @@ type Recorder interface {
 	Succeeded(rtt time.Duration)
 	// Failed is called once for a probe that got no valid reply.
 	Failed(r Reason)
-	// ResolveFailed counts a failed resolution of the target's hostname
-	// (no probe was sent).
+	// Unsent is called for a slot at which no probe could leave: the name
+	// does not resolve (ReasonResolve) or the socket cannot be opened or
+	// bound (ReasonBind). It is not a network loss.
+	Unsent(r Reason)
+	// ResolveFailed counts a failed re-resolution of a name that is still
+	// probed at its last known address.
 	ResolveFailed()
 }
 
-// Sink is where the engine reports; the exporter implements it.
+// Sink is where the engine reports ICMP and TCP jobs; the exporter
+// implements it.
 type Sink interface {
-	// Add is called when a spec starts being probed and returns its recorder.
+	// Add is called when a job starts and returns its recorder.
 	Add(spec *config.ProbeSpec) Recorder
-	// Remove is called when a spec stops being probed (reload).
+	// Remove is called when a job leaves the plan.
 	Remove(spec *config.ProbeSpec, rec Recorder)
 	// Ignored counts a received packet that was not a valid reply.
 	Ignored(i Ignored)
@@ -92,4 +108,23 @@ type Sink interface {
 	SchedulerLag(d time.Duration)
 	// SocketDrops adds packets the kernel dropped for a full receive buffer.
 	SocketDrops(n uint64)
+}
+
+// SessionSink receives the measurements of STAMP jobs.
+type SessionSink interface {
+	// Session is called when a STAMP job starts; the observer is kept
+	// while the job's key stays (a restarted session continues it).
+	Session(spec *config.ProbeSpec) stamp.Observer
+	// Forget is called when the job leaves the plan.
+	Forget(spec *config.ProbeSpec)
+}
+
+// PathSink receives the results of trace and MTU jobs.
+type PathSink interface {
+	ObserveTrace(spec *config.ProbeSpec, p *trace.Path)
+	ObserveMTU(spec *config.ProbeSpec, r pmtu.Result)
+	// Failed reports a round that produced no result, and why.
+	Failed(spec *config.ProbeSpec, r Reason, err error)
+	// Forget is called when the job leaves the plan.
+	Forget(spec *config.ProbeSpec)
 }

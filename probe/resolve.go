@@ -2,92 +2,199 @@ package probe
 
 import (
 	"context"
-	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/probed/probed/config"
 )
 
-// retryResolve is how soon a failed resolution is tried again.
-const retryResolve = 10 * time.Second
+// Resolution: one lookup per distinct (name, family), shared by every job
+// that uses the name; lookups run concurrently with a timeout each, repeat
+// every resolve interval so DNS changes are followed, and a failed one is
+// retried sooner, backing off.
+const (
+	lookupTimeout   = 5 * time.Second
+	lookupsInFlight = 8
+	retryMin        = time.Second
+	retryMax        = 30 * time.Second
+)
 
-// resolveLoop re-resolves hostname targets every resolve interval (DNS
-// changes are followed), and retries failures sooner. A target that does not
-// resolve is reported and skipped; the others keep running.
-func (e *Engine) resolveLoop(ctx context.Context) {
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		case <-e.resolveC:
-		}
-		failed := e.resolveAll(ctx)
-		next := e.resolveI
-		if failed && retryResolve < next {
-			next = retryResolve
-		}
-		timer.Reset(next)
-	}
+type nameKey struct{ host, network string }
+
+// name is one resolved name and the jobs that use it.
+type name struct {
+	key      nameKey
+	targets  map[*target]struct{}
+	addr     netip.Addr // the last address resolved; invalid until one is
+	failing  bool
+	due      int64 // mono ns of the next lookup
+	inflight bool
+	backoff  time.Duration
 }
 
-func (e *Engine) resolveAll(ctx context.Context) (failed bool) {
-	e.mu.Lock()
-	var todo []*target
-	for _, t := range e.targets {
-		if !t.literal {
-			todo = append(todo, t)
-		}
-	}
-	e.mu.Unlock()
-	for _, t := range todo {
-		if !e.resolveOne(ctx, t) {
-			failed = true
-		}
-	}
-	return failed
+type resolver struct {
+	e   *Engine
+	r   Resolver
+	sem chan struct{}
+
+	mu       sync.Mutex
+	interval time.Duration
+	names    map[nameKey]*name
 }
 
-func (e *Engine) resolveOne(ctx context.Context, t *target) bool {
+func newResolver(e *Engine, r Resolver) *resolver {
+	return &resolver{e: e, r: r, sem: make(chan struct{}, lookupsInFlight), interval: config.DefaultResolveInterval,
+		names: map[nameKey]*name{}}
+}
+
+func (r *resolver) setInterval(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	r.mu.Lock()
+	r.interval = d
+	r.mu.Unlock()
+}
+
+func keyOf(s *config.ProbeSpec) nameKey {
 	network := "ip"
-	switch t.spec.Family {
-	case "ip4":
-		network = "ip4"
-	case "ip6":
-		network = "ip6"
+	if s.Family == "ip4" || s.Family == "ip6" {
+		network = s.Family
 	}
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	ips, err := net.DefaultResolver.LookupNetIP(rctx, network, t.spec.Target)
-	cancel()
-	if err != nil || len(ips) == 0 {
-		if ctx.Err() != nil {
-			return true
+	return nameKey{host: s.Target, network: network}
+}
+
+// add starts resolving t's name; a name already known gives t its address
+// at once.
+func (r *resolver) add(t *target) {
+	k := keyOf(t.spec)
+	r.mu.Lock()
+	n := r.names[k]
+	if n == nil {
+		n = &name{key: k, targets: map[*target]struct{}{}, due: r.e.monoNow()}
+		r.names[k] = n
+	}
+	n.targets[t] = struct{}{}
+	addr, failing := n.addr, n.failing
+	r.mu.Unlock()
+	switch {
+	case addr.IsValid():
+		r.e.setWant(t, addr)
+	case failing:
+		r.e.unresolved(t)
+	}
+}
+
+// retain forgets the jobs keep rejects, and names no job uses any more.
+func (r *resolver) retain(keep func(*target) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, n := range r.names {
+		for t := range n.targets {
+			if !keep(t) {
+				delete(n.targets, t)
+			}
 		}
-		e.log.Warn("cannot resolve target; will retry", zap.String("target", t.spec.Target),
-			zap.String("target_site", t.spec.TargetSite), zap.Error(err))
-		t.rec.ResolveFailed()
-		return false
+		if len(n.targets) == 0 {
+			delete(r.names, k)
+		}
 	}
-	ip := pickAddr(ips)
-	if cur := t.addr.Load(); cur != nil && cur.ip == ip {
-		return true
+}
+
+// startDue starts the lookups that are due and returns when the next one
+// falls due (0: none).
+func (r *resolver) startDue(ctx context.Context, now int64) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var next int64
+	for _, n := range r.names {
+		if n.inflight {
+			continue
+		}
+		if n.due > now {
+			if next == 0 || n.due < next {
+				next = n.due
+			}
+			continue
+		}
+		n.inflight = true
+		go r.lookup(ctx, n)
 	}
-	r, err := e.resolve(t, ip)
-	if err != nil {
-		e.log.Warn("cannot probe resolved address", zap.String("target", t.spec.Target), zap.Stringer("address", ip), zap.Error(err))
-		t.rec.ResolveFailed()
-		return false
+	return next
+}
+
+func (r *resolver) lookup(ctx context.Context, n *name) {
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		return
 	}
-	if old := t.addr.Swap(r); old != nil {
-		e.log.Info("target address changed", zap.String("target", t.spec.Target), zap.Stringer("from", old.ip), zap.Stringer("to", ip))
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	ips, err := r.r.LookupNetIP(lctx, n.key.network, n.key.host)
+	cancel()
+	<-r.sem
+	if ctx.Err() != nil {
+		return
+	}
+	var ip netip.Addr
+	if err == nil && len(ips) > 0 {
+		ip = pickAddr(ips)
+	}
+	r.mu.Lock()
+	n.inflight = false
+	wasFailing, old := n.failing, n.addr
+	now := r.e.monoNow()
+	if ip.IsValid() {
+		n.addr, n.failing, n.backoff = ip, false, 0
+		n.due = now + int64(r.interval)
 	} else {
-		e.log.Debug("target resolved", zap.String("target", t.spec.Target), zap.Stringer("address", ip))
+		n.failing = true
+		n.backoff = min(max(2*n.backoff, retryMin), retryMax, r.interval)
+		n.due = now + int64(n.backoff)
 	}
-	return true
+	targets := make([]*target, 0, len(n.targets))
+	for t := range n.targets {
+		targets = append(targets, t)
+	}
+	r.mu.Unlock()
+	r.e.kick(r.e.maint)
+
+	log := r.e.log.With(zap.String("name", n.key.host), zap.String("network", n.key.network), zap.Int("jobs", len(targets)))
+	switch {
+	case ip.IsValid():
+		if wasFailing {
+			log.Info("name resolves again", zap.Stringer("address", ip))
+		} else if old.IsValid() && old != ip {
+			log.Info("target address changed", zap.Stringer("from", old), zap.Stringer("to", ip))
+		}
+		for _, t := range targets {
+			r.e.setWant(t, ip)
+		}
+	default:
+		if err == nil {
+			err = errNoAddress
+		}
+		if !wasFailing {
+			if old.IsValid() {
+				log.Warn("cannot resolve name; still probing its last address, retrying", zap.Stringer("address", old), zap.Error(err))
+			} else {
+				log.Warn("cannot resolve name; retrying", zap.Error(err))
+			}
+		}
+		for _, t := range targets {
+			r.e.unresolved(t)
+		}
+	}
 }
 
 // pickAddr takes the resolver's first answer (RFC 6724 order), stably.
 func pickAddr(ips []netip.Addr) netip.Addr { return ips[0].Unmap() }
+
+type resolveError string
+
+func (e resolveError) Error() string { return string(e) }
+
+const errNoAddress = resolveError("no address of the requested family")

@@ -18,24 +18,26 @@ type recordingProber struct {
 	now   *int64
 }
 
-func (p *recordingProber) send(t *target, _ *resolved) {
+func (p *recordingProber) fire(t *target, _ *binding) {
 	p.sends[t] = append(p.sends[t], *p.now)
 }
-func (p *recordingProber) expire(int64) int64 { return 0 }
-func (p *recordingProber) close()             {}
+func (p *recordingProber) bind(*target, netip.Addr) (*binding, error) { return nil, nil }
+func (p *recordingProber) unbind(*target, *binding)                   {}
+func (p *recordingProber) unsent(*target, Reason)                     {}
+func (p *recordingProber) stop(*target)                               {}
 
 // 10,000 targets at 1 s must be spread over the interval, not burst at
 // second 0: count sends per scheduler tick over a simulated 10 s.
 func TestSchedulerSpreadsEvenly(t *testing.T) {
 	const n = 10000
-	e := New(zap.NewNop(), nopSink{})
+	e := New(Options{Log: zap.NewNop(), Sink: nopSink{}})
 	var now int64
 	rp := &recordingProber{sends: map[*target][]int64{}, now: &now}
 	wall := time.Now().UnixNano()
 	for i := 0; i < n; i++ {
 		k := fmt.Sprintf("icmp|peer|10.%d.%d.%d|0|sitelink|prod||||", i>>16, (i>>8)&255, i&255)
-		tg := &target{key: k, prober: rp, interval: int64(time.Second), timeout: int64(time.Second), rec: nopRec{}}
-		tg.addr.Store(&resolved{ip: netip.MustParseAddr("10.0.0.1")})
+		tg := &target{key: k, spec: &config.ProbeSpec{}, job: rp, interval: int64(time.Second), timeout: int64(time.Second), rec: nopRec{}}
+		tg.bound.Store(&binding{ip: netip.MustParseAddr("10.0.0.1")})
 		tg.next = firstSlot(k, tg.interval, 0, wall)
 		e.targets[k] = tg
 		e.sched.push(tg)
@@ -99,11 +101,12 @@ func TestPhaseIsStable(t *testing.T) {
 	}
 }
 
-// A target whose interval changes on reload keeps its identity.
+// A target whose interval changes on reload keeps its recorder (its
+// series); one added gets a new one; one removed leaves the schedule.
 func TestUpdateKeepsTargets(t *testing.T) {
 	sink := &countingSink{}
-	e := New(zap.NewNop(), sink)
-	s := config.ProbeSpec{TargetSite: "b", Target: "192.0.2.1", Protocol: config.ProtoTCP, Port: 22, Interval: time.Second, Timeout: time.Second}
+	e := New(Options{Log: zap.NewNop(), Sink: sink})
+	s := config.ProbeSpec{Kind: config.KindTCP, TargetSite: "b", Target: "192.0.2.1", Protocol: config.ProtoTCP, Port: 22, Interval: time.Second, Timeout: time.Second}
 	if err := e.Update(&config.Plan{Probes: []config.ProbeSpec{s}}); err != nil {
 		t.Fatal(err)
 	}
@@ -114,8 +117,8 @@ func TestUpdateKeepsTargets(t *testing.T) {
 	if len(sink.recs) != 2 {
 		t.Fatalf("%d recorders created, want 2 (one kept, one added)", len(sink.recs))
 	}
-	if got := e.targets[s.Key()].interval; got != int64(2*time.Second) {
-		t.Fatalf("interval not updated: %v", time.Duration(got))
+	if got := e.targets[s.Key()]; got.interval != int64(2*time.Second) || got.rec != sink.recs[0] {
+		t.Fatalf("interval not updated (%v) or recorder not kept", time.Duration(got.interval))
 	}
 	e.Update(&config.Plan{Probes: []config.ProbeSpec{s2}})
 	if len(e.targets) != 1 || len(e.sched) != 1 {

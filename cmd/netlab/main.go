@@ -5,6 +5,8 @@
 //	netlab demo                     the lab plus one probed per site and Prometheus
 //	netlab set --from us-east --to eu-frankfurt --path sitelink --delay 40ms --loss 1%
 //	netlab show                     every path with its parameters and counters
+//	netlab set --from us-east --to eu-frankfurt --path sitelink --members 4
+//	netlab set --from us-east --to eu-frankfurt --path sitelink --member 2 --loss 30% --hops 10.90.17.1,10.90.17.32
 //	netlab block --from us-east --addr 10.77.3.65 [--open]
 //	netlab clean                    remove namespaces left by a crashed lab
 //
@@ -14,7 +16,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -67,8 +71,15 @@ func run(args []string) int {
 	set.Flag("mtu", "Path MTU in bytes (0: none).").IsSetByUser(&sf.mtuSet).IntVar(&sf.mtu)
 	set.Flag("mtu-blackhole", "Drop too-big packets silently.").IsSetByUser(&sf.bhSet).BoolVar(&sf.blackhole)
 	set.Flag("dscp", "Rewrite DSCP to this value (0-63), or \"none\".").StringVar(&sf.dscp)
+	set.Flag("members", "Make the path an ECMP group / LAG of N member paths, chosen per flow by a 5-tuple hash (0: single path).").IsSetByUser(&sf.membersSet).IntVar(&sf.members)
+	set.Flag("member", "Apply --delay, --jitter, --loss, --down, --hops to this member (0-based) instead of the path; delay and jitter add to the path's.").IsSetByUser(&sf.memberSet).IntVar(&sf.member)
 
-	show := app.Command("show", "Show every path with its parameters and counters.")
+	show := app.Command("show", "Show every path with its parameters and counters (and each member path's).")
+	var shf showFilter
+	show.Flag("from", "Only paths from this site.").StringVar(&shf.from)
+	show.Flag("to", "Only paths to this site.").StringVar(&shf.to)
+	show.Flag("path", "Only this path.").StringVar(&shf.path)
+	show.Flag("json", "Print the control API's JSON (parameters, counters, members) instead of a table.").BoolVar(&shf.json)
 
 	block := app.Command("block", "Close (or --open) a segmentation boundary: drop traffic from a site to one address.")
 	blockFrom := block.Flag("from", "Source site.").Required().String()
@@ -92,7 +103,7 @@ func run(args []string) int {
 	case set.FullCommand():
 		err = runSet(ctx, *control, sf)
 	case show.FullCommand():
-		err = runShow(ctx, *control)
+		err = runShow(ctx, *control, shf)
 	case block.FullCommand():
 		err = runBlock(ctx, *control, *blockFrom, *blockAddr, !*blockOpen)
 	case clean.FullCommand():
@@ -159,8 +170,9 @@ func printSites(lab *netlab.Lab) {
 type setFlags struct {
 	from, to, path, delay, jitter, loss, hops, dscp string
 	both, reorder, down, blackhole                  bool
-	mtu                                             int
+	mtu, members, member                            int
 	reorderSet, downSet, hopsSet, mtuSet, bhSet     bool
+	membersSet, memberSet                           bool
 }
 
 // patch turns the flags into a PathPatch; only flags given change anything.
@@ -232,6 +244,21 @@ func (f setFlags) patch() (netlab.PathPatch, error) {
 		}
 		pp.DSCP = &v
 	}
+	if f.membersSet {
+		if f.members < 0 || f.members > netlab.MaxMembers {
+			return pp, fmt.Errorf("--members %d: want 0..%d", f.members, netlab.MaxMembers)
+		}
+		pp.Members = &f.members
+	}
+	if f.memberSet {
+		if f.member < 0 || f.member >= netlab.MaxMembers {
+			return pp, fmt.Errorf("--member %d: want 0..%d", f.member, netlab.MaxMembers-1)
+		}
+		if pp.Reorder != nil || pp.MTU != nil || pp.MTUBlackhole != nil || pp.DSCP != nil {
+			return pp, fmt.Errorf("--member: --reorder, --mtu, --mtu-blackhole and --dscp belong to the path, not to a member")
+		}
+		pp.Member = &f.member
+	}
 	return pp, nil
 }
 
@@ -250,13 +277,39 @@ func runSet(ctx context.Context, control string, f setFlags) error {
 	return nil
 }
 
-func runShow(ctx context.Context, control string) error {
-	links, err := netlab.NewClient(control).Links(ctx)
+type showFilter struct {
+	from, to, path string
+	json           bool
+}
+
+func (f showFilter) keep(l netlab.LinkState) bool {
+	return (f.from == "" || f.from == l.From) && (f.to == "" || f.to == l.To) && (f.path == "" || f.path == l.Path)
+}
+
+func runShow(ctx context.Context, control string, f showFilter) error {
+	all, err := netlab.NewClient(control).Links(ctx)
 	if err != nil {
 		return err
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "FROM\tTO\tPATH\tDELAY\tJITTER\tLOSS\tDOWN\tMTU\tDSCP\tHOPS\tPACKETS\tDELIVERED\tLOST")
+	var links []netlab.LinkState
+	for _, l := range all {
+		if f.keep(l) {
+			links = append(links, l)
+		}
+	}
+	if f.json {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(links)
+	}
+	return showTable(os.Stdout, links)
+}
+
+// showTable prints one row per path and, under a path with members, one
+// row per member: what it adds to the path, its hops and its counters.
+func showTable(out io.Writer, links []netlab.LinkState) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "FROM\tTO\tPATH\tDELAY\tJITTER\tLOSS\tDOWN\tMTU\tDSCP\tHOPS\tPACKETS\tDELIVERED\tLOST\tDROPPED\tTTL-EXPIRED")
 	for _, l := range links {
 		mtu, dscp := "-", "-"
 		if l.MTU > 0 {
@@ -272,8 +325,21 @@ func runShow(ctx context.Context, control string) error {
 		if l.Reorder {
 			jit += " reorder"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%s\t%g%%\t%v\t%s\t%s\t%d\t%d\t%d\t%d\n", l.From, l.To, l.Path, time.Duration(l.Delay), jit,
-			l.Loss*100, l.Down, mtu, dscp, len(l.Hops), l.Stats.Packets, l.Stats.Delivered, l.Stats.Lost)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%s\t%g%%\t%v\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", l.From, l.To, l.Path, time.Duration(l.Delay), jit,
+			l.Loss*100, l.Down, mtu, dscp, len(l.Hops), l.Stats.Packets, l.Stats.Delivered, l.Stats.Lost,
+			l.Stats.Down+l.Stats.Blocked+l.Stats.MTUDropped, l.Stats.TTLExpired)
+		for i, m := range l.Members {
+			hops := "path's"
+			if len(m.Hops) > 0 {
+				var hs []string
+				for _, h := range m.Hops {
+					hs = append(hs, h.String())
+				}
+				hops = strings.Join(hs, ",")
+			}
+			fmt.Fprintf(w, "\t  member %d\t\t+%v\t+%v\t%g%%\t%v\t\t\t%s\t%d\t%d\t%d\t%d\t%d\n", i, time.Duration(m.Delay), time.Duration(m.Jitter),
+				m.Loss*100, m.Down, hops, m.Stats.Packets, m.Stats.Delivered, m.Stats.Lost, m.Stats.Down+m.Stats.MTUDropped, m.Stats.TTLExpired)
+		}
 	}
 	return w.Flush()
 }

@@ -7,35 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
-	"go.uber.org/zap"
-
-	"github.com/probed/probed/config"
 	"github.com/probed/probed/internal/awstest"
 )
-
-// awsEnv points the SDK's default chain at the emulator through the
-// standard environment only, as a user behind a VPC endpoint would.
-func awsEnv(t *testing.T) *awstest.Server {
-	t.Helper()
-	srv := awstest.New(nil)
-	url, err := srv.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	dir := t.TempDir()
-	for k, v := range map[string]string{"AWS_CONFIG_FILE": filepath.Join(dir, "c"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "k"),
-		"AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL": url,
-		"AWS_REGION": "", "AWS_PROFILE": "", "AWS_SESSION_TOKEN": "", "AWS_ENDPOINT_URL_DIRECT_CONNECT": "",
-		"AWS_ENDPOINT_URL_NETWORKMONITOR": "", "AWS_ENDPOINT_URL_CLOUDWATCH": ""} {
-		t.Setenv(k, v)
-	}
-	return srv
-}
 
 const twoSiteMesh = `site: us-east
 sites:
@@ -61,7 +35,7 @@ aws:
 `
 
 func TestCheckConfigListsDiscoveredTargets(t *testing.T) {
-	awsEnv(t)
+	awstest.Env(t)
 	file := filepath.Join(t.TempDir(), "mesh.yaml")
 	if err := os.WriteFile(file, []byte(twoSiteMesh), 0o644); err != nil {
 		t.Fatal(err)
@@ -82,8 +56,8 @@ func TestCheckConfigListsDiscoveredTargets(t *testing.T) {
 		}
 	}
 	for target, want := range map[string]string{
-		"10.77.2.65": "us-central 10.77.2.65 icmp sitelink dev 1s 2s discovered",
-		"fd77:6::41": "ap-sydney fd77:6::41 icmp sitelink dev 1s 2s discovered",
+		"10.77.2.65": "us-central 10.77.2.65 icmp icmp sitelink dev 1s 2s discovered",
+		"fd77:6::41": "ap-sydney fd77:6::41 icmp icmp sitelink dev 1s 2s discovered",
 	} {
 		if rows[target] != want {
 			t.Errorf("row for %s: %q, want %q", target, rows[target], want)
@@ -91,49 +65,5 @@ func TestCheckConfigListsDiscoveredTargets(t *testing.T) {
 	}
 	if strings.Contains(s, "10.77.1.1 ") {
 		t.Errorf("the agent's own site was discovered as a target:\n%s", s)
-	}
-}
-
-func TestAWSFeatureStartsAndStopsWithTheSection(t *testing.T) {
-	awsEnv(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	reg := prometheus.NewRegistry()
-	f := newAWSFeature(ctx, &deps{Logger: zap.NewNop(), Registry: reg, Site: "us-east"})
-	cfg, err := config.Parse([]byte(twoSiteMesh), "mesh.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := cfg.Plan("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	changed := make(chan struct{}, 10)
-	f.(*awsFeature).SetOnChange(func() { changed <- struct{}{} })
-	if err := f.Apply(ctx, cfg, plan); err != nil {
-		t.Fatal(err)
-	}
-	// Workers start within 2 s (jittered); give a loaded CI box 30 s.
-	deadline := time.Now().Add(30 * time.Second)
-	for testutil.CollectAndCount(reg, "probed_dx_bgp_peer_up") != 4 || len(f.(discoverer).Discovered()) != 23 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no AWS series after 30s: %d BGP peers, %d discovered", testutil.CollectAndCount(reg, "probed_dx_bgp_peer_up"),
-				len(f.(discoverer).Discovered()))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	// The daemon is told to re-plan once discovery has found targets
-	// (the watcher looks every 5 s).
-	select {
-	case <-changed:
-	case <-time.After(30 * time.Second):
-		t.Fatal("discovery found targets but the re-plan hook was not called")
-	}
-	cfg.AWS = nil
-	if err := f.Apply(ctx, cfg, plan); err != nil {
-		t.Fatal(err)
-	}
-	if n := testutil.CollectAndCount(reg); n != 0 {
-		t.Fatalf("%d AWS series after the aws: section went away", n)
 	}
 }

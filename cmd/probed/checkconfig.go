@@ -11,6 +11,7 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"go.uber.org/zap"
 
+	"github.com/probed/probed/agent"
 	"github.com/probed/probed/config"
 )
 
@@ -30,18 +31,17 @@ func checkConfig(ctx context.Context, stdout, stderr io.Writer, file, site strin
 		fmt.Fprintln(stderr, err)
 		return exitConfig
 	}
-	plan, err := cfg.Plan(site)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitConfig
-	}
-	plan.Probes = append(plan.Probes, cfg.STAMPAgentSpecs(plan)...)
+	var found []config.Discovered
 	if cfg.AWS != nil {
-		found, err := discoverTargets(ctx, cfg, plan.Site, zap.NewNop())
+		found, err = agent.DiscoverTargets(ctx, cfg, site, zap.NewNop())
 		if err != nil {
 			fmt.Fprintf(stderr, "warning: AWS discovery: %v\n", err)
 		}
-		plan.Probes = append(plan.Probes, found...)
+	}
+	plan, err := cfg.Plan(site, found...)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitConfig
 	}
 	printPlan(stdout, file, plan, verbose)
 	return 0
@@ -49,13 +49,17 @@ func checkConfig(ctx context.Context, stdout, stderr io.Writer, file, site strin
 
 func printPlan(w io.Writer, file string, plan *config.Plan, verbose bool) {
 	s := plan.Summarize()
-	fmt.Fprintf(w, "%s: OK\nsite %s: %d probes, %.1f packets/s\n", file, s.Site, s.Total, s.TotalPPS)
+	fmt.Fprintf(w, "%s: OK\nsite %s: %d jobs, %.1f packets/s sent\n", file, s.Site, s.Total, s.TotalPPS)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  PROTOCOL\tPROBES\tPACKETS/S")
-	for _, p := range s.Protocols() {
-		fmt.Fprintf(tw, "  %s\t%d\t%.1f\n", p, s.ByProtocol[p], s.PacketsPerS[p])
+	fmt.Fprintln(tw, "  KIND\tJOBS\tPACKETS/S")
+	for _, k := range s.Kinds() {
+		fmt.Fprintf(tw, "  %s\t%d\t%.2f\n", k, s.ByKind[k], s.PacketsPerS[k])
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "  (tcp: SYN, ACK and RST per probe; trace: about 18 TTLs × probes_per_hop per round; mtu: up to 14 sizes × (1+retries) per search)")
+	if s.TraceCapped {
+		fmt.Fprintf(w, "  trace rounds would send more than trace.pps allows: capped at %d packets/s, rounds take longer\n", plan.TracePPS)
+	}
 	discovered := 0
 	for _, p := range plan.Probes {
 		if p.Discovered {
@@ -78,7 +82,7 @@ func printPlan(w io.Writer, file string, plan *config.Plan, verbose bool) {
 		return a.Key() < b.Key()
 	})
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nTARGET_SITE\tTARGET\tPROTOCOL\tPORT\tPATH\tSEGMENT\tINTERVAL\tTIMEOUT\tORIGIN")
+	fmt.Fprintln(tw, "\nTARGET_SITE\tTARGET\tKIND\tPROTOCOL\tPORT\tPATH\tSEGMENT\tINTERVAL\tTIMEOUT\tORIGIN")
 	for _, p := range probes {
 		if !verbose && !p.Discovered {
 			continue
@@ -90,7 +94,7 @@ func printPlan(w io.Writer, file string, plan *config.Plan, verbose bool) {
 		if p.Guard {
 			origin += " (guard: expect unreachable)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.TargetSite, p.Target, p.Protocol, p.PortLabel(),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.TargetSite, p.Target, p.Kind, p.Protocol, p.PortLabel(),
 			p.Path, p.Segment, p.Interval, p.Timeout, origin)
 	}
 	tw.Flush()

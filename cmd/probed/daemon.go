@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"sync"
 	"syscall"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -17,9 +16,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/probed/probed/config"
+	"github.com/probed/probed/agent"
 	"github.com/probed/probed/exporter"
-	"github.com/probed/probed/probe"
 	"github.com/probed/probed/probe/icmpsock"
 )
 
@@ -31,6 +29,8 @@ type daemonFlags struct {
 	site       string
 	logLevel   string
 	logFormat  string
+	lifecycle  bool
+	pollAll    *bool // nil: as aws.poll_all says
 	web        *web.FlagConfig
 }
 
@@ -41,8 +41,14 @@ func newDaemonCommand(app *kingpin.Application) command {
 	cmd.Flag("site", "This agent's site (overrides site: in the mesh file).").Envar("PROBED_SITE").StringVar(&f.site)
 	cmd.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").EnumVar(&f.logLevel, "debug", "info", "warn", "error")
 	cmd.Flag("log.format", "Log format: console or json.").Default("console").EnumVar(&f.logFormat, "console", "json")
+	cmd.Flag("web.enable-lifecycle", "Enable reloading over HTTP (POST /-/reload); SIGHUP always works.").BoolVar(&f.lifecycle)
+	var pollAll bool
+	pollAllFlag := cmd.Flag("aws.poll-all", "Poll every site's AWS resources from this agent, overriding aws.poll_all (so one mesh file serves every agent; --no-aws.poll-all turns it off).").
+		Envar("PROBED_AWS_POLL_ALL")
+	pollAllFlag.BoolVar(&pollAll)
+	pollAllFlag.PreAction(func(*kingpin.ParseContext) error { f.pollAll = &pollAll; return nil })
 	f.web = kingpinflag.AddFlags(cmd, DefaultListenAddress)
-	return command{name: "run", run: func(ctx context.Context) int { return runDaemon(ctx, f) }}
+	return command{name: "run", signals: true, run: func(ctx context.Context) int { return runDaemon(ctx, f) }}
 }
 
 func newLogger(level, format string) (*zap.Logger, error) {
@@ -63,21 +69,16 @@ func newLogger(level, format string) (*zap.Logger, error) {
 	return cfg.Build()
 }
 
-// agent holds the running daemon's parts and its current config.
-type agent struct {
-	flags    *daemonFlags
-	log      *zap.Logger
-	engine   *probe.Engine
-	metrics  *exporter.Metrics
-	agentM   *exporter.AgentMetrics
-	features []feature
-
-	mu   sync.Mutex // serialises loads
-	cfg  *config.Config
-	plan *config.Plan
-}
-
+// runDaemon runs the agent until ctx ends. Exit status: 0 after a clean
+// stop, 2 for a bad mesh file or web config file, 1 for anything else that
+// stops it (no privilege for ICMP, a port that cannot be bound).
 func runDaemon(ctx context.Context, f *daemonFlags) int {
+	// SIGHUP is caught before anything else: a reload sent right after
+	// start (systemctl reload) must not kill the agent.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	log, err := newLogger(f.logLevel, f.logFormat)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "probed: %v\n", err)
@@ -85,11 +86,6 @@ func runDaemon(ctx context.Context, f *daemonFlags) int {
 	}
 	defer log.Sync()
 
-	reg := prometheus.NewRegistry()
-	a := &agent{flags: f, log: log}
-	a.metrics = exporter.NewMetrics(reg, log)
-	a.engine = probe.New(log, a.metrics)
-	a.agentM = exporter.NewAgentMetrics(reg, version, a.engine.Targets)
 	// One P for the probing, one more per scrape, unless the operator set
 	// GOMAXPROCS (see exporter.Procs for the measurements behind this).
 	base := 1
@@ -97,119 +93,57 @@ func runDaemon(ctx context.Context, f *daemonFlags) int {
 		base = 0
 	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0)) // for in-process tests
-	srv := exporter.NewServer(reg, a.metrics, log, exporter.NewProcs(base), func() error { return a.load(ctx, false) })
-	a.features = newFeatures(ctx, &deps{Logger: log, Registry: reg, Mux: srv.Mux, Site: f.site})
-	for _, ft := range a.features {
-		if n, ok := ft.(changeNotifier); ok {
-			n.SetOnChange(func() { a.replan(ctx) })
-		}
-	}
 
-	if err := a.load(ctx, true); err != nil {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	a := agent.New(agent.Options{ConfigFile: f.configFile, Site: f.site, PollAll: f.pollAll, Version: version,
+		Log: log, Registry: reg})
+	srv := exporter.NewServer(reg, a.Metrics, log, exporter.NewProcs(base), exporter.ServerOptions{
+		Reload: func() error { return a.Load(ctx) }, Lifecycle: f.lifecycle, Ready: a.Ready})
+	a.Mount(srv.Mux)
+
+	if err := a.Load(ctx); err != nil {
 		// The first load fails only on the config (exit 2, like
 		// check-config) or on the privilege to open ICMP sockets.
 		if errors.Is(err, icmpsock.ErrPermission) {
-			fmt.Fprintf(os.Stderr, "probed: %v\n", err)
+			fmt.Fprintf(os.Stderr, "probed: %v\n", icmpsock.ErrPermission)
 			return 1
 		}
 		fmt.Fprintln(os.Stderr, err)
 		return exitConfig
 	}
-	log.Info("probed started", zap.String("version", version), zap.String("site", a.plan.Site),
-		zap.String("config", f.configFile), zap.Int("probes", len(a.plan.Probes)), zap.String("icmp_sockets", a.engine.ICMPMode()))
+	listeners, err := srv.Listen(f.web)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "probed: %v\n", err)
+		var wc *exporter.WebConfigError
+		if errors.As(err, &wc) {
+			return exitConfig
+		}
+		return 1
+	}
+	log.Info("probed started", zap.String("version", version), zap.String("site", a.Site()),
+		zap.String("config", f.configFile), zap.Int("jobs", a.Jobs()), zap.String("icmp_sockets", a.ICMPMode()))
 
-	// SIGHUP reloads, as in every Prometheus component.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-hup:
-				_ = a.load(ctx, false)
+				_ = a.Load(ctx)
 			}
 		}
 	}()
-
-	engineDone := make(chan error, 1)
-	go func() { engineDone <- a.engine.Run(ctx) }()
-	srv.SetReady(true, "")
-	if err := srv.Serve(ctx, f.web); err != nil {
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- a.Run(ctx) }()
+	if err := srv.Serve(ctx, listeners, f.web); err != nil {
 		log.Error("HTTP server failed", zap.Error(err))
+		cancel()
+		<-agentDone
 		return 1
 	}
-	<-engineDone
+	<-agentDone
 	log.Info("probed stopped")
 	return 0
-}
-
-// replan applies the current config again, picking up targets a feature
-// discovered since (AWS SiteLink discovery).
-func (a *agent) replan(ctx context.Context) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.cfg == nil {
-		return
-	}
-	plan, err := a.cfg.Plan(a.flags.site)
-	if err != nil {
-		return
-	}
-	a.apply(ctx, a.cfg, plan)
-	a.log.Info("plan updated with discovered targets", zap.Int("probes", len(plan.Probes)))
-}
-
-// load reads the config and applies it. On failure the running config stays
-// as it is and probed_config_last_reload_successful drops to 0.
-func (a *agent) load(ctx context.Context, first bool) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	fail := func(err error) error {
-		a.agentM.ReloadOK.Set(0)
-		if !first {
-			a.log.Error("config reload failed; keeping the previous configuration", zap.String("file", a.flags.configFile), zap.Error(err))
-		}
-		return err
-	}
-	cfg, err := config.Load(a.flags.configFile)
-	if err != nil {
-		return fail(err)
-	}
-	plan, err := cfg.Plan(a.flags.site)
-	if err != nil {
-		return fail(err)
-	}
-	if err := a.apply(ctx, cfg, plan); err != nil && first && errors.Is(err, icmpsock.ErrPermission) {
-		return err
-	}
-	a.agentM.ReloadOK.Set(1)
-	a.agentM.ReloadTime.SetToCurrentTime()
-	if !first {
-		a.log.Info("config reloaded", zap.String("file", a.flags.configFile), zap.Int("probes", len(plan.Probes)))
-	}
-	return nil
-}
-
-// apply runs a plan: discovered targets are added, the engine and every
-// feature get it. Called with a.mu held.
-func (a *agent) apply(ctx context.Context, cfg *config.Config, plan *config.Plan) error {
-	for _, f := range a.features {
-		if d, ok := f.(discoverer); ok {
-			plan.Probes = append(plan.Probes, d.Discovered()...)
-		}
-	}
-	a.metrics.SetPlan(plan)
-	err := a.engine.Update(plan)
-	if err != nil {
-		a.log.Error("some targets cannot be probed", zap.Error(err))
-	}
-	for _, f := range a.features {
-		if ferr := f.Apply(ctx, cfg, plan); ferr != nil {
-			a.log.Error("applying config to a feature failed", zap.Error(ferr))
-		}
-	}
-	a.cfg, a.plan = cfg, plan
-	return err
 }

@@ -31,7 +31,7 @@ func TestCheckConfig(t *testing.T) {
 	if code := checkConfig(context.Background(), &out, &errb, good, "", true); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	for _, want := range []string{"good.yaml: OK", "site a: 2 probes, 4.0 packets/s", "icmp      1", "tcp       1", "127.0.0.2"} {
+	for _, want := range []string{"good.yaml: OK", "site a: 2 jobs, 4.0 packets/s", "icmp  1     1.00", "tcp   1     3.00", "127.0.0.2"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
@@ -135,7 +135,7 @@ func TestReload(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
-		done <- runDaemon(ctx, &daemonFlags{configFile: file, logLevel: "warn", logFormat: "json", web: webFlags(addr)})
+		done <- runDaemon(ctx, &daemonFlags{configFile: file, logLevel: "warn", logFormat: "json", lifecycle: true, web: webFlags(addr)})
 	}()
 	defer func() {
 		cancel()

@@ -31,22 +31,49 @@ func run(args []string) int {
 	app.HelpFlag.Short('h')
 	app.UsageWriter(os.Stdout)
 
-	cmds := map[string]func(context.Context) int{}
+	cmds := map[string]command{}
 	for _, c := range []command{newDaemonCommand(app), newCheckConfigCommand(app), newSLACommand(app)} {
-		cmds[c.name] = c.run
+		cmds[c.name] = c
 	}
+	// probed --help describes the default command's flags too: they are
+	// what most users are looking for.
+	app.HelpFlag.PreAction(func(pc *kingpin.ParseContext) error {
+		if pc.SelectedCommand == nil {
+			app.Writer(os.Stdout)
+			_ = app.UsageForContext(pc)
+			fmt.Fprintln(os.Stdout, "\nFlags of the default command, run:")
+			rc, _ := app.ParseContext([]string{"run"})
+			_ = app.UsageForContextWithTemplate(rc, 2, runFlagsTemplate)
+			os.Exit(0)
+		}
+		return nil
+	})
 	chosen, err := app.Parse(args)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "probed: %v (see --help)\n", err)
 		return exitConfig
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return cmds[chosen](ctx)
+	c := cmds[chosen]
+	ctx := context.Background()
+	if c.signals {
+		// The daemon stops cleanly on SIGINT and SIGTERM; the other
+		// commands keep the default disposition and die at once.
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
+	return c.run(ctx)
 }
 
-// command is one subcommand: its name and what runs it, returning the exit status.
+// runFlagsTemplate lists only the flags of a command.
+const runFlagsTemplate = `{{define "FormatFlags"}}{{range .Flags}}{{if not .Hidden}}  {{if .Short}}-{{.Short|Char}}, {{end}}--{{.Name}}{{if not .IsBoolFlag}}={{.FormatPlaceHolder}}{{end}}
+        {{.Help}}
+{{end}}{{end}}{{end}}{{template "FormatFlags" .Context.SelectedCommand.Model.FlagGroupModel}}`
+
+// command is one subcommand: its name, whether it handles SIGINT/SIGTERM
+// itself, and what runs it, returning the exit status.
 type command struct {
-	name string
-	run  func(context.Context) int
+	name    string
+	signals bool
+	run     func(context.Context) int
 }

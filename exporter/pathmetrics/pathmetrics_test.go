@@ -45,6 +45,16 @@ func TestDiffers(t *testing.T) {
 		{"a,b", false, "a,b,c,d", true, false},             // first time the target answered
 		{"a,b,c,d", true, "*,*,*,d", true, false},          // nothing contradicts
 		{"a,b,c,d", true, "a,b,c,d,*,*,*,*", false, false}, // unreached: longer is no evidence
+		// Recovery from an outage: the probes of the low TTLs were lost
+		// while the link was down, the target answered a later one.
+		{"a,b,d", true, "*,*,*,*,*,d", true, false},
+		{"a,b,d", true, "a,*,*,*,d", true, false},
+		// The target's own TTL lost (its position known is the target,
+		// not a router that could fill it): no evidence of a longer path.
+		{"a,b,d", true, "a,b,*,d", true, false},
+		{"a,b,c,d", true, "*,*,c,x,d", true, true}, // x answered TTL 4: longer, silent hops known
+		{"a,b,c,d", true, "*,*,d", true, true},     // the target answered TTL 3: shorter
+		{"a,b,d", true, "a,b,x", false, true},      // a router where the target was
 	}
 	for _, c := range cases {
 		if got := Differs(p(c.old), c.oldReached, p(c.cur), c.curReached); got != c.want {
@@ -151,3 +161,120 @@ func sortedLines(s string) string {
 }
 
 var _ prometheus.Collector = (*Set)(nil)
+
+// trace builds a Trace from a comma-separated hop list ("" or "*" silent).
+func trc(reached bool, hops string) Trace {
+	var addrs []string
+	for _, a := range strings.Split(hops, ",") {
+		if a == "*" {
+			a = ""
+		}
+		addrs = append(addrs, a)
+	}
+	return tr(reached, addrs...)
+}
+
+func pathOf(t *testing.T, s *Set) (path string, reached bool, previous string, changes uint64) {
+	t.Helper()
+	snap := s.Snapshot()
+	if len(snap) != 1 {
+		t.Fatalf("%d targets in the snapshot", len(snap))
+	}
+	var hops []string
+	for _, h := range snap[0].Hops {
+		hops = append(hops, h.Address)
+	}
+	return strings.Join(hops, ","), snap[0].Reached, strings.Join(snap[0].PreviousPath, ","), snap[0].Changes
+}
+
+// A trace that reached the target only after the silence of an outage (or
+// that saw no router at all) is not a path: not the first one, not a
+// change, never previous_path. A complete trace is; a trace with a hop
+// that never answers is once the next round shows the same.
+func TestObserveTraceOutages(t *testing.T) {
+	type step struct {
+		reached bool
+		hops    string
+		// what the Set shows afterwards
+		path     string
+		changes  uint64
+		previous string
+	}
+	cases := []struct {
+		name  string
+		steps []step
+	}{
+		{"link down at start, back during the first trace", []step{
+			{true, "*,*,*,*,*,d", "", 0, ""},
+			{true, "a,b,d", "a,b,d", 0, ""},
+			{true, "a,b,d", "a,b,d", 0, ""},
+		}},
+		{"outage recovery: silence then the target", []step{
+			{true, "a,b,d", "a,b,d", 0, ""},
+			{true, "*,*,*,*,d", "a,b,d", 0, ""},
+			{true, "a,b,d", "a,b,d", 0, ""},
+			{true, "*,*,*,*,*,*,d", "a,b,d", 0, ""},
+			{true, "a,*,d", "a,b,d", 0, ""},
+		}},
+		{"a real change is counted once, previous is the real old path", []step{
+			{true, "a,b,d", "a,b,d", 0, ""},
+			{true, "a,c,b,d", "a,c,b,d", 1, "a,b,d"},
+			{true, "a,c,b,d", "a,c,b,d", 1, "a,b,d"},
+			{true, "*,*,*,*,*,d", "a,c,b,d", 1, "a,b,d"},
+		}},
+		{"a new router that never answers: a change once two rounds agree", []step{
+			{true, "a,b,d", "a,b,d", 0, ""},
+			{true, "a,b,*,d", "a,b,d", 0, ""},
+			{true, "a,b,*,d", "a,b,*,d", 1, "a,b,d"},
+			{true, "a,b,*,d", "a,b,*,d", 1, "a,b,d"},
+			{true, "a,b,d", "a,b,d", 2, "a,b,*,d"},
+		}},
+		{"the target's TTL lost once is no change", []step{
+			{true, "a,b,d", "a,b,d", 0, ""},
+			{true, "a,b,*,d", "a,b,d", 0, ""},
+			{true, "a,b,d", "a,b,d", 0, ""},
+			{true, "a,b,*,d", "a,b,d", 0, ""},
+		}},
+		{"first path with a router that never answers", []step{
+			{true, "a,*,d", "", 0, ""},
+			{true, "a,*,d", "a,*,d", 0, ""},
+			{true, "a,b,d", "a,b,d", 0, ""},
+		}},
+		{"a target that does not answer: the routers that do", []step{
+			{false, "a,b", "a,b", 0, ""},
+			{true, "*,*,*,*,d", "a,b", 0, ""},
+			{true, "a,b,d", "a,b,d", 0, ""},
+		}},
+		{"unreached with a gap waits for a second round", []step{
+			{false, "*,*,c", "", 0, ""},
+			{true, "a,b,c,d", "a,b,c,d", 0, ""},
+		}},
+		{"outage during a change: the new router counts, the fake length does not", []step{
+			{true, "a,b,c,d", "a,b,c,d", 0, ""},
+			{true, "*,*,x,*,*,d", "*,*,x", 1, "a,b,c,d"},
+			{true, "a,b,x,d", "a,b,x,d", 1, "a,b,c,d"},
+		}},
+		{"shorter path", []step{
+			{true, "a,b,c,d", "a,b,c,d", 0, ""},
+			{true, "*,*,d", "*,*,d", 1, "a,b,c,d"},
+			{true, "a,b,d", "a,b,d", 1, "a,b,c,d"},
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := New()
+			for i, st := range c.steps {
+				_, changed := s.ObserveTrace("k", lbl, trc(st.reached, st.hops))
+				path, _, prev, n := pathOf(t, s)
+				if path != st.path || n != st.changes || prev != st.previous {
+					t.Fatalf("after trace %d (%s reached=%v): path %q changes %d previous %q, want %q %d %q",
+						i+1, st.hops, st.reached, path, n, prev, st.path, st.changes, st.previous)
+				}
+				wantChanged := i > 0 && st.changes > c.steps[i-1].changes
+				if changed != wantChanged {
+					t.Fatalf("after trace %d (%s): ObserveTrace said changed=%v", i+1, st.hops, changed)
+				}
+			}
+		})
+	}
+}

@@ -62,7 +62,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "probed_stamp_late_replies_total", Help: "STAMP replies that arrived after their packet was counted lost.",
 		}, labels),
 		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "probed_stamp_errors_total", Help: "STAMP session errors by reason (send, receive, refused, malformed, auth, integrity, foreign_session, open).",
+			Name: "probed_stamp_errors_total", Help: "STAMP session errors by reason (send, receive, refused, malformed, auth, integrity, foreign_session, resolve, bind).",
 		}, append(append([]string{}, labels...), "reason")),
 		rtt: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:                            "probed_stamp_rtt_seconds",
@@ -92,9 +92,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func labelValues(s *config.ProbeSpec) []string {
-	return []string{s.SourceSite, s.TargetSite, s.Target, s.Path, s.Segment, config.ProtoSTAMP, s.PortLabel()}
-}
+func labelValues(s *config.ProbeSpec) []string { return s.LabelValues() }
 
 // Session returns the observer for one STAMP probe; its series exist from now on.
 func (m *Metrics) Session(spec *config.ProbeSpec) *Session {

@@ -59,9 +59,58 @@ type PathPatch struct {
 	MTUBlackhole *bool         `json:"mtu_blackhole,omitempty"`
 	// DSCP sets the rewrite; a negative value removes it.
 	DSCP *int `json:"dscp,omitempty"`
+
+	// Members resizes the path's member list (ECMP / LAG): new members
+	// add nothing to the path until changed, members beyond the new size
+	// are removed, 0 makes it a single path again. Applied first.
+	Members *int `json:"members,omitempty"`
+	// Member, when set, points Delay, Jitter, Loss, Down and Hops at that
+	// member (0-based) instead of the path; the other fields are the
+	// path's only and are refused with it.
+	Member *int `json:"member,omitempty"`
 }
 
-func (pp *PathPatch) apply(p *PathParams) {
+func (pp *PathPatch) apply(p *PathParams) error {
+	if pp.Members != nil {
+		n := *pp.Members
+		if n < 0 || n > MaxMembers {
+			return fmt.Errorf("members %d is outside 0..%d", n, MaxMembers)
+		}
+		switch {
+		case n == 0:
+			p.Members = nil
+		case n <= len(p.Members):
+			p.Members = p.Members[:n]
+		default:
+			p.Members = append(p.Members, make([]MemberParams, n-len(p.Members))...)
+		}
+	}
+	if pp.Member != nil {
+		i := *pp.Member
+		if i < 0 || i >= len(p.Members) {
+			return fmt.Errorf("member %d: the path has %d members (set members first)", i, len(p.Members))
+		}
+		if pp.Reorder != nil || pp.MTU != nil || pp.MTUBlackhole != nil || pp.DSCP != nil {
+			return errors.New("reorder, mtu, mtu_blackhole and dscp are parameters of the path, not of a member")
+		}
+		m := &p.Members[i]
+		if pp.Delay != nil {
+			m.Delay = time.Duration(*pp.Delay)
+		}
+		if pp.Jitter != nil {
+			m.Jitter = time.Duration(*pp.Jitter)
+		}
+		if pp.Loss != nil {
+			m.Loss = *pp.Loss
+		}
+		if pp.Down != nil {
+			m.Down = *pp.Down
+		}
+		if pp.Hops != nil {
+			m.Hops = append([]netip.Addr(nil), (*pp.Hops)...)
+		}
+		return nil
+	}
 	if pp.Delay != nil {
 		p.Delay = time.Duration(*pp.Delay)
 	}
@@ -94,6 +143,7 @@ func (pp *PathPatch) apply(p *PathParams) {
 			p.DSCP = &d
 		}
 	}
+	return nil
 }
 
 // Patch applies pp to every directed path it selects and returns them. It
@@ -119,7 +169,9 @@ func (l *Lab) Patch(pp PathPatch) ([]LinkKey, error) {
 	next := make([]PathParams, len(keys))
 	for i, k := range keys {
 		p, _ := l.Path(k.From, k.To, k.Path)
-		pp.apply(&p)
+		if err := pp.apply(&p); err != nil {
+			return nil, fmt.Errorf("path %v: %w", k, err)
+		}
 		if err := p.Validate(); err != nil {
 			return nil, fmt.Errorf("path %v: %w", k, err)
 		}
@@ -148,6 +200,19 @@ type LinkState struct {
 	MTUBlackhole bool         `json:"mtu_blackhole"`
 	DSCP         *uint8       `json:"dscp"`
 	Stats        LinkStats    `json:"stats"`
+	// Members are the path's member paths (ECMP / LAG), if any.
+	Members []MemberState `json:"members,omitempty"`
+}
+
+// MemberState is one member path as the control API shows it: what it adds
+// to the path, and its counters.
+type MemberState struct {
+	Delay  Duration     `json:"delay"`
+	Jitter Duration     `json:"jitter"`
+	Loss   float64      `json:"loss"`
+	Down   bool         `json:"down"`
+	Hops   []netip.Addr `json:"hops"` // a family without hops here: the path's
+	Stats  MemberStats  `json:"stats"`
 }
 
 // State lists every directed path with its parameters and counters.
@@ -156,8 +221,17 @@ func (l *Lab) State() []LinkState {
 	for _, k := range l.Links() {
 		p, _ := l.Path(k.From, k.To, k.Path)
 		st, _ := l.Stats(k.From, k.To, k.Path)
-		out = append(out, LinkState{From: k.From, To: k.To, Path: k.Path, Delay: Duration(p.Delay), Jitter: Duration(p.Jitter),
-			Reorder: p.Reorder, Loss: p.Loss, Down: p.Down, Hops: p.Hops, MTU: p.MTU, MTUBlackhole: p.MTUBlackhole, DSCP: p.DSCP, Stats: st})
+		ls := LinkState{From: k.From, To: k.To, Path: k.Path, Delay: Duration(p.Delay), Jitter: Duration(p.Jitter),
+			Reorder: p.Reorder, Loss: p.Loss, Down: p.Down, Hops: p.Hops, MTU: p.MTU, MTUBlackhole: p.MTUBlackhole, DSCP: p.DSCP, Stats: st}
+		ms, _ := l.MemberStats(k.From, k.To, k.Path)
+		for i, m := range p.Members {
+			mst := MemberState{Delay: Duration(m.Delay), Jitter: Duration(m.Jitter), Loss: m.Loss, Down: m.Down, Hops: m.Hops}
+			if i < len(ms) {
+				mst.Stats = ms[i]
+			}
+			ls.Members = append(ls.Members, mst)
+		}
+		out = append(out, ls)
 	}
 	return out
 }

@@ -83,6 +83,9 @@ type link struct {
 	// goroutine of the From site touches it.
 	lastDue int64
 	stats   linkCounters
+	// members is allocated when the path first gets members (see
+	// ensureMembers) and then never replaced.
+	members atomic.Pointer[[MaxMembers]memberRT]
 }
 
 type linkCounters struct {
@@ -232,6 +235,7 @@ func (l *Lab) index() error {
 			return fmt.Errorf("topology link %v: %w", k, err)
 		}
 		c := p.Clone()
+		lk.ensureMembers(&c)
 		lk.params.Store(&c)
 	}
 	return nil
@@ -294,8 +298,12 @@ func (l *Lab) buildSite(s *siteRT) error {
 			// Unprivileged ICMP echo sockets, as probed may use them.
 			"net/ipv4/ping_group_range": "0 2147483647",
 			// Sites answer every probe: no ICMP rate limits in the lab.
-			"net/ipv4/icmp_ratelimit":      "0",
-			"net/ipv4/icmp_msgs_per_sec":   "1000000",
+			"net/ipv4/icmp_ratelimit":    "0",
+			"net/ipv4/icmp_msgs_per_sec": "1000000",
+			// The global bucket (IPv4 and IPv6 errors) holds 50 by default
+			// and refills every 20 ms: a burst of probes to closed UDP
+			// ports would go partly unanswered.
+			"net/ipv4/icmp_msgs_burst":     "1000000",
 			"net/ipv6/icmp/ratelimit":      "0",
 			"net/ipv6/conf/all/accept_dad": "0",
 		})
@@ -482,23 +490,53 @@ func (l *Lab) forward(s *siteRT, rng *rand.Rand, pkt []byte, now int64) {
 		st.lost.Add(1)
 		return
 	}
-	var hops []netip.Addr
-	for _, a := range p.Hops {
-		if a.Is6() == h.v6 {
-			hops = append(hops, a)
+	hops, delay, jitter, lastDue := p.Hops, p.Delay, p.Jitter, &lk.lastDue
+	// The flow hash, computed only where members need it.
+	var fh uint64
+	hashed := false
+	var mc *memberRT
+	if len(p.Members) > 0 {
+		fh, hashed = packetFlow(pkt, &h, true).Hash(), true
+		i := memberIndex(fh, len(p.Members))
+		m := &p.Members[i]
+		mc = &lk.members.Load()[i]
+		mc.packets.Add(1)
+		if m.Down {
+			mc.down.Add(1)
+			st.down.Add(1)
+			return
 		}
+		if m.Loss > 0 && rng.Float64() < m.Loss {
+			mc.lost.Add(1)
+			st.lost.Add(1)
+			return
+		}
+		if len(m.Hops) > 0 && familyHops(m.Hops, h.v6) > 0 {
+			hops = m.Hops
+		}
+		delay += m.Delay
+		jitter += m.Jitter
+		lastDue = &mc.lastDue
 	}
+	nhops := familyHops(hops, h.v6)
 	// Where the answer of hop k comes back: after the round trip to k/(n+1)
-	// of the path, the return leg taking the reverse path's delay.
-	rev := l.links[ref.site][s.idx][ref.path]
+	// of the path, the return leg taking the reverse path's delay (and that
+	// of the member the flow's hash selects there).
 	answerAt := func(k int) int64 {
 		var back time.Duration
-		if rev != nil {
-			back = rev.params.Load().Delay
+		if rev := l.links[ref.site][s.idx][ref.path]; rev != nil {
+			rp := rev.params.Load()
+			back = rp.Delay
+			if len(rp.Members) > 0 {
+				if !hashed {
+					fh, hashed = packetFlow(pkt, &h, true).Hash(), true
+				}
+				back += rp.Members[memberIndex(fh, len(rp.Members))].Delay
+			}
 		}
-		return now + int64(p.Delay+back)*int64(k)/int64(len(hops)+1)
+		return now + int64(delay+back)*int64(k)/int64(nhops+1)
 	}
-	if len(hops) > 0 && h.ttl <= len(hops) {
+	if nhops > 0 && h.ttl <= nhops {
 		k := max(h.ttl, 1)
 		q := append([]byte(nil), pkt...)
 		setTTL(q, &h, 1) // quoted as it arrived at hop k
@@ -508,17 +546,23 @@ func (l *Lab) forward(s *siteRT, rng *rand.Rand, pkt []byte, now int64) {
 			typ = icmp6TimeExceeded
 		}
 		st.ttlExpired.Add(1)
-		s.out.push(answerAt(k), icmpError(&h, q, hops[k-1], typ, code, 0, icmpErrorTTL-(k-1)))
+		if mc != nil {
+			mc.ttlExpired.Add(1)
+		}
+		s.out.push(answerAt(k), icmpError(&h, q, familyHop(hops, h.v6, k), typ, code, 0, icmpErrorTTL-(k-1)))
 		return
 	}
 	if p.MTU > 0 && len(pkt) > p.MTU && (h.v6 || h.df) {
 		if p.MTUBlackhole {
 			st.mtuDropped.Add(1)
+			if mc != nil {
+				mc.mtuDropped.Add(1)
+			}
 			return
 		}
 		from := h.dst
-		if len(hops) > 0 {
-			from = hops[0]
+		if nhops > 0 {
+			from = familyHop(hops, h.v6, 1)
 		}
 		var msg []byte
 		if h.v6 {
@@ -527,27 +571,32 @@ func (l *Lab) forward(s *siteRT, rng *rand.Rand, pkt []byte, now int64) {
 			msg = icmpError(&h, pkt, from, icmp4DestUnreach, icmp4FragNeeded, uint32(p.MTU), icmpErrorTTL)
 		}
 		st.mtuErrors.Add(1)
+		if mc != nil {
+			mc.mtuErrors.Add(1)
+		}
 		s.out.push(answerAt(1), msg)
 		return
 	}
 	b := append([]byte(nil), pkt...)
-	if len(hops) > 0 {
-		setTTL(b, &h, h.ttl-len(hops))
+	if nhops > 0 {
+		setTTL(b, &h, h.ttl-nhops)
 	}
 	if p.DSCP != nil {
 		setDSCP(b, &h, *p.DSCP)
 	}
-	delay := p.Delay
-	if p.Jitter > 0 {
-		delay += time.Duration((2*rng.Float64() - 1) * float64(p.Jitter))
+	if jitter > 0 {
+		delay += time.Duration((2*rng.Float64() - 1) * float64(jitter))
 		delay = max(delay, 0)
 	}
 	due := now + int64(delay)
 	if !p.Reorder {
-		due = max(due, lk.lastDue)
-		lk.lastDue = due
+		due = max(due, *lastDue)
+		*lastDue = due
 	}
 	st.delivered.Add(1)
+	if mc != nil {
+		mc.delivered.Add(1)
+	}
 	l.sites[ref.site].out.push(due, b)
 }
 
@@ -603,21 +652,18 @@ func (l *Lab) SetPath(from, to, path string, p PathParams) error {
 		return fmt.Errorf("setting path %s->%s/%s: %w", from, to, path, err)
 	}
 	c := p.Clone()
+	lk.ensureMembers(&c)
 	lk.params.Store(&c)
 	return nil
 }
 
 // SetLink sets both directions of a path between a and b to p; the return
-// direction gets the hops in reverse order.
+// direction gets the hops (the path's and every member's) in reverse order.
 func (l *Lab) SetLink(a, b, path string, p PathParams) error {
 	if err := l.SetPath(a, b, path, p); err != nil {
 		return err
 	}
-	r := p.Clone()
-	for i, j := 0, len(r.Hops)-1; i < j; i, j = i+1, j-1 {
-		r.Hops[i], r.Hops[j] = r.Hops[j], r.Hops[i]
-	}
-	return l.SetPath(b, a, path, r)
+	return l.SetPath(b, a, path, p.Reversed())
 }
 
 // UpdatePath changes some parameters of a directed path: f gets a copy of
@@ -634,6 +680,7 @@ func (l *Lab) UpdatePath(from, to, path string, f func(*PathParams)) error {
 		if err := c.Validate(); err != nil {
 			return fmt.Errorf("updating path %s->%s/%s: %w", from, to, path, err)
 		}
+		lk.ensureMembers(&c)
 		if lk.params.CompareAndSwap(old, &c) {
 			return nil
 		}
@@ -687,6 +734,28 @@ func (l *Lab) Stats(from, to, path string) (LinkStats, error) {
 	}, nil
 }
 
+// MemberStats returns the counters of the member paths of one directed
+// path, one per member of its current parameters (none without members).
+// Member i keeps its counters when the parameters change.
+func (l *Lab) MemberStats(from, to, path string) ([]MemberStats, error) {
+	lk, err := l.link(from, to, path)
+	if err != nil {
+		return nil, err
+	}
+	n := len(lk.params.Load().Members)
+	ms := lk.members.Load()
+	if n == 0 || ms == nil {
+		return nil, nil
+	}
+	out := make([]MemberStats, n)
+	for i := range out {
+		c := &ms[i]
+		out[i] = MemberStats{Packets: c.packets.Load(), Delivered: c.delivered.Load(), Lost: c.lost.Load(), Down: c.down.Load(),
+			MTUErrors: c.mtuErrors.Load(), MTUDropped: c.mtuDropped.Load(), TTLExpired: c.ttlExpired.Load()}
+	}
+	return out, nil
+}
+
 // SetBlocked opens or closes a segmentation boundary: while blocked,
 // packets from site `from` to address dst are dropped silently (as a
 // firewall between segments would), whatever path they take. Other traffic
@@ -723,9 +792,6 @@ func (l *Lab) ResetDelayError() { l.errs.reset() }
 
 // Unroutable counts packets that no lab site owns (dropped).
 func (l *Lab) Unroutable() uint64 { return l.unroutable.Load() }
-
-// Topology returns the topology the lab was started with.
-func (l *Lab) Topology() Topology { return l.topo }
 
 // SiteNames lists the sites in topology order.
 func (l *Lab) SiteNames() []string {

@@ -3,6 +3,8 @@ package netlab
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/probed/probed/internal/inet"
 )
 
 // ipHeader is what the emulator reads from a packet: enough to route it,
@@ -46,25 +48,10 @@ func parseIP(b []byte) (h ipHeader, ok bool) {
 	return h, false
 }
 
-// checksum is the Internet checksum (RFC 1071) of b, continuing from sum.
-func checksum(sum uint32, b []byte) uint16 {
-	for len(b) >= 2 {
-		sum += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
-}
-
 // fixIPv4Checksum recomputes the header checksum after a header change.
 func fixIPv4Checksum(b []byte, hdrLen int) {
 	b[10], b[11] = 0, 0
-	binary.BigEndian.PutUint16(b[10:], checksum(0, b[:hdrLen]))
+	binary.BigEndian.PutUint16(b[10:], inet.Checksum(b[:hdrLen]))
 }
 
 // setTTL writes a TTL / hop limit (fixing the IPv4 checksum).
@@ -103,6 +90,8 @@ const (
 	icmpErrorTTL       = 64
 	protoICMP          = 1
 	protoICMPv6        = 58
+	protoTCP           = 6
+	protoUDP           = 17
 	ipv4HeaderLen      = 20
 	ipv6HeaderLen      = 40
 	icmpHeaderLen      = 8
@@ -139,7 +128,7 @@ func icmpError(h *ipHeader, orig []byte, from netip.Addr, typ, code uint8, rest 
 			sum += uint32(b[i])<<8 | uint32(b[i+1])
 		}
 		sum += uint32(len(m)) + protoICMPv6
-		binary.BigEndian.PutUint16(m[2:], checksum(sum, m))
+		binary.BigEndian.PutUint16(m[2:], ^inet.Fold(inet.Sum(sum, m)))
 		return b
 	}
 	q := orig
@@ -160,6 +149,6 @@ func icmpError(h *ipHeader, orig []byte, from netip.Addr, typ, code uint8, rest 
 	m[0], m[1] = typ, code
 	binary.BigEndian.PutUint32(m[4:], rest)
 	copy(m[icmpHeaderLen:], q)
-	binary.BigEndian.PutUint16(m[2:], checksum(0, m))
+	binary.BigEndian.PutUint16(m[2:], inet.Checksum(m))
 	return b
 }

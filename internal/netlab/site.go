@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -105,10 +104,4 @@ func (s *Site) ListenPacket(network, address string) (net.PacketConn, error) {
 		return err
 	})
 	return pc, err
-}
-
-// HTTPClient returns a client whose connections are dialled inside the
-// namespace (e.g. to scrape an agent listening there).
-func (s *Site) HTTPClient() *http.Client {
-	return &http.Client{Transport: &http.Transport{DialContext: s.DialContext, DisableKeepAlives: true}}
 }

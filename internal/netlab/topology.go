@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -86,6 +87,35 @@ type PathParams struct {
 	// class, ECN kept) of every packet on the path, like a re-marking
 	// router.
 	DSCP *uint8
+	// Members makes the path an ECMP group or LAG of len(Members) member
+	// paths (at most MaxMembers). Each packet takes the member its flow's
+	// 5-tuple hash selects (see Flow), so every packet of a flow (echo,
+	// trace, connect) takes the same member; the member adds its own
+	// delay, jitter, loss and down to the path's and may have its own
+	// hops. Nil: one path, exactly as without ECMP.
+	Members []MemberParams
+}
+
+// MaxMembers is the largest number of member paths of one directed path.
+const MaxMembers = 64
+
+// MemberParams is one member path of an ECMP group or LAG: what it adds to
+// the path's parameters for the packets hashed onto it. Packets the path
+// itself drops (Down, Loss, a block) never reach a member.
+type MemberParams struct {
+	// Delay is added to the path's Delay.
+	Delay time.Duration
+	// Jitter is added to the path's Jitter (one uniform draw of the sum).
+	Jitter time.Duration
+	// Loss is the member's own drop probability, after the path's.
+	Loss float64
+	// Down blackholes the member only.
+	Down bool
+	// Hops replace the path's Hops for this member's packets of their
+	// address family (Time Exceeded and Fragmentation Needed come from
+	// them). A family the member has no hops of keeps the path's hops, as
+	// for the members of a LAG, which traceroute cannot tell apart.
+	Hops []netip.Addr
 }
 
 // TUNMTU is the MTU of every site's TUN device: the largest jumbo frame the
@@ -111,10 +141,36 @@ func (p *PathParams) Validate() error {
 			return fmt.Errorf("hop address is empty")
 		}
 	}
+	if len(p.Members) > MaxMembers {
+		return fmt.Errorf("%d members, at most %d", len(p.Members), MaxMembers)
+	}
+	for i := range p.Members {
+		if err := p.Members[i].Validate(); err != nil {
+			return fmt.Errorf("member %d: %w", i, err)
+		}
+	}
 	return nil
 }
 
-// Clone returns a deep copy (Hops and DSCP are not shared).
+// Validate reports member parameters the emulator cannot apply.
+func (m *MemberParams) Validate() error {
+	switch {
+	case m.Delay < 0:
+		return fmt.Errorf("delay %v is negative", m.Delay)
+	case m.Jitter < 0:
+		return fmt.Errorf("jitter %v is negative", m.Jitter)
+	case m.Loss < 0 || m.Loss > 1:
+		return fmt.Errorf("loss %v is outside 0..1", m.Loss)
+	}
+	for _, h := range m.Hops {
+		if !h.IsValid() {
+			return fmt.Errorf("hop address is empty")
+		}
+	}
+	return nil
+}
+
+// Clone returns a deep copy (Hops, DSCP and Members are not shared).
 func (p PathParams) Clone() PathParams {
 	if p.Hops != nil {
 		p.Hops = append([]netip.Addr(nil), p.Hops...)
@@ -123,7 +179,33 @@ func (p PathParams) Clone() PathParams {
 		d := *p.DSCP
 		p.DSCP = &d
 	}
+	if p.Members != nil {
+		ms := make([]MemberParams, len(p.Members))
+		for i, m := range p.Members {
+			ms[i] = m.Clone()
+		}
+		p.Members = ms
+	}
 	return p
+}
+
+// Clone returns a deep copy (Hops are not shared).
+func (m MemberParams) Clone() MemberParams {
+	if m.Hops != nil {
+		m.Hops = append([]netip.Addr(nil), m.Hops...)
+	}
+	return m
+}
+
+// Reversed is p for the return direction of a link: the hops of the path
+// and of every member in reverse order.
+func (p PathParams) Reversed() PathParams {
+	r := p.Clone()
+	slices.Reverse(r.Hops)
+	for i := range r.Members {
+		slices.Reverse(r.Members[i].Hops)
+	}
+	return r
 }
 
 // RTT is the configured round trip of a path pair: both one-way delays.

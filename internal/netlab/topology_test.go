@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/probed/probed/internal/inet"
 	"github.com/probed/probed/internal/testutil"
 )
 
@@ -89,11 +90,11 @@ func TestICMPErrorsAndRewritesKeepChecksums(t *testing.T) {
 		t.Fatalf("parse: %+v %v", h, ok)
 	}
 	setDSCP(pkt, &h, 46)
-	if pkt[1] != 46<<2 || checksum(0, pkt[:20]) != 0 {
-		t.Errorf("DSCP rewrite: TOS %#x, header checksum verifies to %#x (want 0)", pkt[1], checksum(0, pkt[:20]))
+	if pkt[1] != 46<<2 || inet.Checksum(pkt[:20]) != 0 {
+		t.Errorf("DSCP rewrite: TOS %#x, header checksum verifies to %#x (want 0)", pkt[1], inet.Checksum(pkt[:20]))
 	}
 	msg := icmpError(&h, pkt, netip.MustParseAddr("10.90.13.1"), icmp4DestUnreach, icmp4FragNeeded, 1400, 64)
-	if checksum(0, msg[:20]) != 0 || checksum(0, msg[20:]) != 0 {
+	if inet.Checksum(msg[:20]) != 0 || inet.Checksum(msg[20:]) != 0 {
 		t.Error("Frag Needed: a checksum does not verify")
 	}
 	if msg[20] != 3 || msg[21] != 4 || binary.BigEndian.Uint32(msg[24:]) != 1400 || string(msg[28:]) != string(pkt) {
@@ -117,7 +118,7 @@ func TestICMPErrorsAndRewritesKeepChecksums(t *testing.T) {
 		sum += uint32(te[i])<<8 | uint32(te[i+1])
 	}
 	sum += uint32(len(te)-40) + protoICMPv6
-	if checksum(sum, te[40:]) != 0 {
+	if ^inet.Fold(inet.Sum(sum, te[40:])) != 0 {
 		t.Error("ICMPv6 Time Exceeded: checksum does not verify")
 	}
 }

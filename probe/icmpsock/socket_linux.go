@@ -564,3 +564,13 @@ func (s *Socket) SendTo(b []byte, sa unix.Sockaddr) (time.Time, error) {
 
 // Close closes the socket; a blocked ReadBatch returns an error.
 func (s *Socket) Close() error { return s.conn.Close() }
+
+// Info is what a socket is: its key, how it was opened and its identifier.
+type Info struct {
+	Key  Key
+	Mode Mode
+	ID   uint16
+}
+
+// Info describes the socket.
+func (s *Socket) Info() Info { return Info{Key: s.Key, Mode: s.Mode, ID: s.ID} }

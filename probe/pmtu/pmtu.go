@@ -1,8 +1,10 @@
 // Package pmtu measures the path MTU to a target with ICMP echo requests
-// that must not be fragmented, searching between 1280 and 9001 bytes (Direct
-// Connect private VIFs carry jumbo frames). It tells a path that reports
-// its limit (Fragmentation Needed / Packet Too Big) from an MTU black hole
-// where big packets vanish without a word.
+// that must not be fragmented, searching up to 9001 bytes (Direct Connect
+// private VIFs carry jumbo frames) and down to 1280 bytes for IPv6 (its
+// minimum MTU) or 68 bytes for IPv4 (RFC 791: the least every link must
+// carry; RFC 1191 lets Fragmentation Needed report any MTU down to it). It
+// tells a path that reports its limit (Fragmentation Needed / Packet Too
+// Big) from an MTU black hole where big packets vanish without a word.
 //
 // IPv4 sockets use IP_PMTUDISC_PROBE and IPv6 sockets IPV6_DONTFRAG with
 // IPV6_PMTUDISC_PROBE: DF is set, yet the kernel ignores the path MTU it has
@@ -24,16 +26,48 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/probed/probed/internal/inet"
 	"github.com/probed/probed/probe/internal/rawsock"
 )
 
 // Search bounds and defaults.
 const (
-	DefaultMin     = 1280 // the IPv6 minimum MTU; below it a path is broken, not small
+	// DefaultMin is the first size a search sends: the IPv6 minimum MTU
+	// and the floor of almost every IPv4 path. Below it an IPv6 path is
+	// broken, not small; an IPv4 search goes on down to MinIPv4.
+	DefaultMin = 1280
+	// MinIPv4 and MinIPv6 are the smallest MTUs a link of the family may
+	// have (RFC 791, RFC 8200): the lowest a search goes.
+	MinIPv4        = 68
+	MinIPv6        = 1280
 	DefaultMax     = 9001
 	DefaultTimeout = time.Second
 	DefaultRetries = 2
+	// readMargin is how long after a probe's timeout an answer is still
+	// taken if the kernel received it within the timeout: on a loaded
+	// agent the reader may get to it some milliseconds late.
+	readMargin = 50 * time.Millisecond
 )
+
+// Plateaus are the MTUs tried, largest first, when a router's Fragmentation
+// Needed carries no usable next-hop MTU (0 from a router older than RFC
+// 1191, or a value not below the size it refused), or the local interface
+// refuses a size: the RFC 1191 table (section 7) plus the MTUs common today
+// (9001 and 8500 on Direct Connect, 1500 Ethernet, 1280 the IPv6 minimum
+// and usual tunnel floor, 576 the IPv4 datagram every host accepts). A
+// plateau that fits is checked with one probe one byte larger, so the
+// result stays exact when the link's MTU is not on the table.
+var Plateaus = []int{65535, 32000, 17914, 9001, 8500, 8166, 4352, 2002, 1500, 1492, 1280, 1006, 576, 508, 296, 68}
+
+// plateauBelow is the largest plateau below size, 0 if none.
+func plateauBelow(size int) int {
+	for _, p := range Plateaus {
+		if p < size {
+			return p
+		}
+	}
+	return 0
+}
 
 // Target is one search.
 type Target struct {
@@ -42,7 +76,9 @@ type Target struct {
 	Src netip.Addr
 	// Interface sends the probes out of this device; "" lets routing choose.
 	Interface string
-	// Min and Max bound the search in bytes of IP packet (headers included).
+	// Min and Max bound the search in bytes of IP packet (headers
+	// included). Zero Min is the family's least MTU (MinIPv4, MinIPv6);
+	// no search goes below it. Zero Max is DefaultMax.
 	Min, Max int
 	// Timeout is how long to wait for the answer to one probe.
 	Timeout time.Duration
@@ -55,16 +91,20 @@ type Target struct {
 // Result is what a search found.
 type Result struct {
 	// MTU is the largest IP packet, in bytes, that reached the target
-	// and was answered; 0 when not even Min got through.
+	// and was answered; 0 when no size got through. On IPv4 it may be
+	// below DefaultMin (down to MinIPv4).
 	MTU int
-	// Reached is false when no probe was answered at all.
+	// Reached is false when no probe was answered at all: not
+	// DefaultMin, and (IPv4) not the least MTU either.
 	Reached bool
 	// Blackhole is set when the smallest size that failed vanished
 	// without Fragmentation Needed / Packet Too Big: a router drops big
 	// packets silently and TCP sessions stall instead of shrinking.
 	Blackhole bool
 	// Reported is the next-hop MTU from the last Fragmentation Needed /
-	// Packet Too Big (or the local interface's refusal), 0 if none came.
+	// Packet Too Big, 0 if none came, if the router left the field 0
+	// (RFC 1191 "old" router) or if the last refusal was the local
+	// interface's.
 	Reported int
 	Probes   int
 	Duration time.Duration
@@ -81,6 +121,10 @@ const (
 type answer struct {
 	o   outcome
 	mtu int
+	at  time.Time // the kernel's receive time
+	// local: the send failed with EMSGSIZE (the outgoing interface is
+	// smaller); no packet left.
+	local bool
 }
 
 type pkey struct {
@@ -109,9 +153,9 @@ type Prober struct {
 func New() (*Prober, error) {
 	var b [2]byte
 	_, _ = rand.Read(b[:])
-	// Identifiers 0xc000-0xffff are the path features' (trace uses the
-	// same range), so the echo prober can tell their replies apart.
-	p := &Prober{id: 0xc000 | binary.BigEndian.Uint16(b[:]), pending: map[pkey]chan answer{}, fd4: -1, fd6: -1}
+	// Identifiers of the path features' range (trace uses it too), so
+	// the echo prober can tell their replies apart.
+	p := &Prober{id: inet.FlowID(uint32(binary.BigEndian.Uint16(b[:]))), pending: map[pkey]chan answer{}, fd4: -1, fd6: -1}
 	if _, err := p.socket(false); err != nil {
 		return nil, err
 	}
@@ -176,6 +220,12 @@ func (p *Prober) socket(v6 bool) (int, error) {
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
 	}
+	// An answer counts if the kernel received it within the timeout,
+	// however late the reader gets to it.
+	if err := rawsock.SetRxTimestamps(fd); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("enabling receive timestamps on the path MTU socket: %w", err)
+	}
 	f := os.NewFile(uintptr(fd), "pmtu-icmp")
 	if v6 {
 		p.v6, p.fd6 = f, fd
@@ -191,7 +241,7 @@ func (p *Prober) socket(v6 bool) (int, error) {
 }
 
 func (p *Prober) readLoop(f *os.File, v6 bool) {
-	rawsock.ReadLoop(f, func(m []byte, src netip.Addr, _ time.Time) {
+	rawsock.ReadLoop(f, func(m []byte, src netip.Addr, at time.Time) {
 		if !v6 {
 			// Raw IPv4 sockets deliver the IP header.
 			if len(m) < 20 {
@@ -204,6 +254,7 @@ func (p *Prober) readLoop(f *os.File, v6 bool) {
 			m = m[ihl:]
 		}
 		if k, a, ok := p.parse(m, src, v6); ok {
+			a.at = at
 			p.deliver(k, a)
 		}
 	})
@@ -256,15 +307,34 @@ func (p *Prober) deliver(k pkey, a answer) {
 }
 
 // Search finds the path MTU to tg.Dst.
+//
+// The first probe is DefaultMin bytes (clamped to the bounds). If it fits,
+// the next is Max, then the size a router reported, else the middle of
+// what is left (binary search). A Fragmentation Needed / Packet Too Big
+// whose next-hop MTU is below the refused size and not below the family's
+// least MTU is a hint: the next probe has that size, and if it fits the
+// search ends (the router said anything bigger is refused there) — so a
+// hint equal to a size already known to fit ends the search at once. A
+// report without a usable MTU (0 from an RFC 1191 "old" router) makes the
+// next probe the next plateau below (Plateaus), and the local interface's
+// refusal (EMSGSIZE) that interface's MTU; either, if it fits, is
+// confirmed by a probe one byte larger.
+// If the first probe does not fit, an IPv4 search goes on below it: to the
+// reported MTU or plateau, or — after silence — to the least MTU, then
+// binary search. Reached is false only when no size at all was answered.
 func (p *Prober) Search(ctx context.Context, tg Target) (Result, error) {
 	start := time.Now()
 	dst := tg.Dst.Unmap()
 	if !dst.IsValid() {
 		return Result{}, errors.New("path MTU search: no destination address")
 	}
-	lo, hi := tg.Min, tg.Max
-	if lo <= 0 {
-		lo = DefaultMin
+	floor := MinIPv4
+	if dst.Is6() {
+		floor = MinIPv6
+	}
+	lo, hi := max(tg.Min, floor), tg.Max
+	if tg.Min <= 0 {
+		lo = floor
 	}
 	if hi <= 0 {
 		hi = DefaultMax
@@ -301,58 +371,90 @@ func (p *Prober) Search(ctx context.Context, tg Target) (Result, error) {
 		}
 		return answer{o: silent}, nil
 	}
-	done := func() (Result, error) {
-		res.Duration = time.Since(start)
-		return res, nil
-	}
 
-	a, err := try(lo)
-	if err != nil {
-		return res, err
-	}
-	if a.o != fits {
-		if a.o == tooBig {
-			res.Reported = a.mtu
-		}
-		return done()
-	}
-	res.Reached, res.MTU = true, lo
+	// fit is the largest size known to pass (0: none yet); every size
+	// above hi is known to fail. The MTU is fit once fit == hi.
+	fit := 0
 	// failSilent tells how the smallest size known to fail failed.
 	failSilent := false
-	hint := 0
-	probeSize := hi
-	for lo < hi {
-		a, err := try(probeSize)
+	// hint is the next size worth trying (a router's report or a
+	// plateau), 0 if none; reported says a router named it, so if it
+	// fits it is the MTU, while a plateau that fits must be confirmed.
+	hint, reported := 0, false
+	confirm := false // try fit+1 next: fit is a plateau
+	routeMTU := -1   // the route's MTU, asked once on the first local refusal
+	first := min(max(DefaultMin, lo), hi)
+	size := first
+	for {
+		a, err := try(size)
 		if err != nil {
 			return res, err
 		}
 		switch a.o {
 		case fits:
-			lo = probeSize
-			// A router reported this very size as its limit and it
-			// fits: anything bigger is refused there.
-			if probeSize == hint {
-				hi = lo
+			fit, res.Reached = size, true
+			if size == hint {
+				if reported {
+					hi = fit // a router said anything bigger is refused
+				} else {
+					confirm = true
+				}
+			}
+			hint = 0
+		case tooBig:
+			hi, failSilent = size-1, false
+			res.Reported = a.mtu
+			if a.local && routeMTU < 0 {
+				routeMTU = localMTU(dst, tg.Src, ifindex)
+			}
+			switch {
+			case a.mtu >= lo && a.mtu < size:
+				hint, reported = a.mtu, true
+			case a.local && routeMTU >= lo && routeMTU < size:
+				// The route's MTU: the interface's, or a path
+				// MTU the kernel learnt earlier. Not a router's
+				// word for now, so it is confirmed like a plateau.
+				hint, reported = routeMTU, false
+			default:
+				hint, reported = plateauBelow(size), false
+			}
+			if hint == fit && fit > 0 {
+				if reported {
+					hi = fit // the report names a size known to pass
+				} else {
+					confirm = true
+				}
 			}
 		default:
-			hi = probeSize - 1
-			failSilent = a.o == silent
-			if a.o == tooBig {
-				res.Reported = a.mtu
-				hint = a.mtu
-			}
+			hi, failSilent = size-1, true
+			hint = 0
 		}
-		if hint > lo && hint <= hi && hint != probeSize {
-			probeSize = hint
-		} else {
-			probeSize = (lo + hi + 1) / 2
+		if fit >= hi || hi < lo {
+			break
+		}
+		switch {
+		case hint > fit && hint >= lo && hint <= hi:
+			size = hint
+		case confirm:
+			size, confirm = fit+1, false
+		case fit == first && size == first:
+			size = hi // the first size fits: try the largest
+		case fit == 0 && failSilent && size > lo:
+			// Nothing fits yet and the size vanished: is the
+			// target there at all? The least MTU tells.
+			size = lo
+		case fit == 0:
+			size = (lo + hi + 1) / 2
+		default:
+			size = (fit + hi + 1) / 2
 		}
 	}
-	res.MTU = lo
-	// The loop only ever lowers hi, so the last failure is the
-	// smallest failing size: MTU+1, or the size a router reported.
-	res.Blackhole = failSilent
-	return done()
+	res.MTU = fit
+	// hi only ever falls, so the last failure is the smallest failing
+	// size: MTU+1, or the size a router reported.
+	res.Blackhole = res.Reached && failSilent
+	res.Duration = time.Since(start)
+	return res, nil
 }
 
 // probe sends one echo request of size bytes (IP header included) and
@@ -384,9 +486,10 @@ func (p *Prober) probe(ctx context.Context, fd int, dst netip.Addr, tg Target, i
 	binary.BigEndian.PutUint16(m[4:], p.id)
 	binary.BigEndian.PutUint16(m[6:], seq)
 	if !v6 { // the kernel fills the ICMPv6 checksum, not the ICMPv4 one
-		binary.BigEndian.PutUint16(m[2:], checksum(m))
+		binary.BigEndian.PutUint16(m[2:], inet.Checksum(m))
 	}
 	var err error
+	sent := time.Now()
 	if v6 {
 		err = unix.Sendmsg(fd, m, oob6(tg, ifindex), &unix.SockaddrInet6{Addr: dst.As16()}, 0)
 	} else {
@@ -394,33 +497,92 @@ func (p *Prober) probe(ctx context.Context, fd int, dst netip.Addr, tg Target, i
 	}
 	switch {
 	case errors.Is(err, unix.EMSGSIZE):
-		// The local interface is already smaller: a clean refusal.
-		return answer{o: tooBig, mtu: 0}, nil
+		// The local interface is already smaller: a clean refusal,
+		// without the interface's MTU (Search asks the route).
+		return answer{o: tooBig, mtu: 0, local: true}, nil
 	case err != nil:
 		return answer{}, fmt.Errorf("path MTU search for %s: sending %d bytes: %w", dst, size, err)
 	}
-	t := time.NewTimer(tg.Timeout)
+	// An answer counts when the kernel received it within the timeout;
+	// the reader may hand it over up to readMargin later.
+	inTime := func(a answer) answer {
+		if a.at.Sub(sent) > tg.Timeout {
+			return answer{o: silent}
+		}
+		return a
+	}
+	t := time.NewTimer(tg.Timeout + min(readMargin, tg.Timeout/2))
 	defer t.Stop()
 	select {
 	case a := <-ch:
-		return a, nil
+		return inTime(a), nil
 	case <-t.C:
-		return answer{o: silent}, nil
+		select {
+		case a := <-ch:
+			return inTime(a), nil
+		default:
+			return answer{o: silent}, nil
+		}
 	case <-ctx.Done():
 		return answer{}, ctx.Err()
 	}
 }
 
-func checksum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
+// localMTU is the MTU of the interface packets to dst leave from: the named
+// one, else the one holding the source address the kernel picks for dst (a
+// UDP socket connected there: nothing is sent). 0 if it cannot be had. It
+// is a hint: a source address on another interface than the route's gives
+// a wrong one, which the search's confirming probe catches.
+func localMTU(dst, src netip.Addr, ifindex int) int {
+	if ifindex != 0 {
+		if ifi, err := net.InterfaceByIndex(ifindex); err == nil {
+			return ifi.MTU
+		}
+		return 0
 	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
+	if !src.IsValid() {
+		family := unix.AF_INET
+		var sa unix.Sockaddr
+		if dst.Is6() {
+			family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: 9, Addr: dst.As16()}
+		} else {
+			sa = &unix.SockaddrInet4{Port: 9, Addr: dst.As4()}
+		}
+		fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return 0
+		}
+		defer unix.Close(fd)
+		if unix.Connect(fd, sa) != nil {
+			return 0
+		}
+		local, err := unix.Getsockname(fd)
+		if err != nil {
+			return 0
+		}
+		switch l := local.(type) {
+		case *unix.SockaddrInet4:
+			src = netip.AddrFrom4(l.Addr)
+		case *unix.SockaddrInet6:
+			src = netip.AddrFrom16(l.Addr)
+		}
 	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
+	ifis, err := net.Interfaces()
+	if err != nil {
+		return 0
 	}
-	return ^uint16(s)
+	for _, ifi := range ifis {
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if p, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(p.IP); ok && ip.Unmap() == src.Unmap() {
+					return ifi.MTU
+				}
+			}
+		}
+	}
+	return 0
 }

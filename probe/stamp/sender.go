@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -15,7 +14,10 @@ import (
 
 // SenderConfig configures one STAMP session towards one reflector.
 type SenderConfig struct {
-	Target    string // IP literal or hostname
+	Target string // IP literal or hostname
+	// Addr, when valid, is Target already resolved (the probe engine
+	// resolves names itself and follows their changes).
+	Addr      netip.Addr
 	Port      uint16
 	Family    string // "", "ip4" or "ip6"
 	Source    string // local address to send from ("" = kernel's choice)
@@ -61,6 +63,7 @@ type slot struct {
 type Sender struct {
 	cfg  SenderConfig
 	conn *net.UDPConn
+	rwg  sync.WaitGroup // the receive loop
 	v6   bool
 	ssid uint16
 	key  *Key // the send path's; the receive path has its own clone
@@ -172,6 +175,9 @@ func (s *Sender) Open(ctx context.Context) error {
 }
 
 func (s *Sender) resolve(ctx context.Context) (netip.Addr, error) {
+	if s.cfg.Addr.IsValid() {
+		return s.cfg.Addr.Unmap(), nil
+	}
 	if a, err := netip.ParseAddr(s.cfg.Target); err == nil {
 		return a.Unmap(), nil
 	}
@@ -189,24 +195,40 @@ func (s *Sender) resolve(ctx context.Context) (netip.Addr, error) {
 	return addrs[0].Unmap(), nil
 }
 
-// Run sends and receives until ctx ends, then closes the socket.
-func (s *Sender) Run(ctx context.Context) error {
+// Start opens the session (unless Open was called) and starts receiving
+// replies; Send then sends one test packet per call, and Close ends it.
+// The probe engine drives sessions this way, on its own schedule.
+func (s *Sender) Start(ctx context.Context) error {
 	if s.conn == nil {
 		if err := s.Open(ctx); err != nil {
 			return err
 		}
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
+	s.rwg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer s.rwg.Done()
 		s.receive(ctx)
 	}()
-	defer func() {
-		s.conn.Close()
-		wg.Wait()
-	}()
-	// A random phase spreads many sessions over the interval.
+	return nil
+}
+
+// Send sends one test packet and resolves the packets past their timeout.
+func (s *Sender) Send() { s.send() }
+
+// Close closes the socket and waits for the receive loop to end.
+func (s *Sender) Close() error {
+	err := s.conn.Close()
+	s.rwg.Wait()
+	return err
+}
+
+// Run sends every interval, after a random phase, and receives until ctx
+// ends, then closes the socket.
+func (s *Sender) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	defer s.Close()
 	phase := time.Duration(rand.Int64N(int64(s.cfg.Interval)))
 	timer := time.NewTimer(phase)
 	defer timer.Stop()
@@ -516,9 +538,4 @@ func (w *minWindow) add(x time.Duration) time.Duration {
 		}
 	}
 	return w.min
-}
-
-// String names the session for logs.
-func (s *Sender) String() string {
-	return net.JoinHostPort(s.cfg.Target, strconv.Itoa(int(s.cfg.Port))) + " ssid " + strconv.Itoa(int(s.ssid))
 }

@@ -3,6 +3,8 @@ package trace
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/probed/probed/internal/inet"
 )
 
 // IP protocol numbers used on the wire.
@@ -46,32 +48,13 @@ const (
 	kindTCP // SYN-ACK or RST from the target
 )
 
-// sum16 adds b to a running one's complement sum.
-func sum16(sum uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		sum += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	return sum
-}
-
-func fold(sum uint32) uint16 {
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return uint16(sum)
-}
-
 // pseudoSum is the sum of the IPv4/IPv6 pseudo-header that UDP, TCP and
 // ICMPv6 checksums cover.
 func pseudoSum(src, dst netip.Addr, proto uint8, length int) uint32 {
 	s := src.AsSlice()
 	d := dst.AsSlice()
-	sum := sum16(0, s)
-	sum = sum16(sum, d)
+	sum := inet.Sum(0, s)
+	sum = inet.Sum(sum, d)
 	sum += uint32(proto)
 	sum += uint32(length)
 	return sum
@@ -85,7 +68,7 @@ func pseudoSum(src, dst netip.Addr, proto uint8, length int) uint32 {
 func setChecksumTo(pkt []byte, comp int, pseudo uint32, want uint16) {
 	pkt[comp], pkt[comp+1] = 0, 0
 	// The receiver's sum over everything, checksum included, must be 0xffff.
-	s := fold(sum16(pseudo, pkt))
+	s := inet.Fold(inet.Sum(pseudo, pkt))
 	// Need s +' x == 0xffff in one's complement, i.e. x = ^s.
 	x := ^s
 	binary.BigEndian.PutUint16(pkt[comp:], x)
@@ -114,7 +97,7 @@ func buildL4(k key, src netip.Addr, size int, v6 bool) []byte {
 		b[12] = 5 << 4 // data offset: 5 words
 		b[13] = 0x02   // SYN
 		binary.BigEndian.PutUint16(b[14:], 1024)
-		binary.BigEndian.PutUint16(b[16:], ^fold(sum16(pseudoSum(src, k.dst, protoTCP, len(b)), b)))
+		binary.BigEndian.PutUint16(b[16:], ^inet.Fold(inet.Sum(pseudoSum(src, k.dst, protoTCP, len(b)), b)))
 		return b
 	default: // ICMP echo
 		if size < 10 {
@@ -160,7 +143,7 @@ func buildIPv4(src, dst netip.Addr, proto uint8, ttl int, tos uint8, ipid uint16
 	s, d := src.As4(), dst.As4()
 	copy(b[12:16], s[:])
 	copy(b[16:20], d[:])
-	binary.BigEndian.PutUint16(b[10:], ^fold(sum16(0, b[:20])))
+	binary.BigEndian.PutUint16(b[10:], ^inet.Fold(inet.Sum(0, b[:20])))
 	copy(b[20:], l4)
 	return b
 }

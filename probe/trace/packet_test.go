@@ -4,11 +4,13 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+
+	"github.com/probed/probed/internal/inet"
 )
 
 // verify returns the one's complement sum over pseudo-header and packet,
 // which is 0xffff for a packet whose checksum is right.
-func verify(pseudo uint32, b []byte) uint16 { return fold(sum16(pseudo, b)) }
+func verify(pseudo uint32, b []byte) uint16 { return inet.Fold(inet.Sum(pseudo, b)) }
 
 // Paris traceroute: across probe ids the bytes ECMP hashes on stay the same
 // (ICMP type, code, checksum and identifier; UDP and TCP ports), the id is

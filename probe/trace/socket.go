@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/probed/probed/probe/internal/rawsock"
 )
 
 // rawSocket opens a raw socket. Receive sockets are non-blocking and handed
@@ -35,6 +37,12 @@ func rawSocket(family, proto int, recv bool) (*os.File, int, error) {
 	// overflow the queue and turn answered hops into silent ones.
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	}
+	// Hop RTTs end at the kernel's receive time, not when the reader
+	// goroutine got to the packet.
+	if err := rawsock.SetRxTimestamps(fd); err != nil {
+		unix.Close(fd)
+		return nil, -1, fmt.Errorf("enabling receive timestamps: %w", err)
 	}
 	return os.NewFile(uintptr(fd), fmt.Sprintf("raw-%d-%d", family, proto)), fd, nil
 }

@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/probed/probed/internal/inet"
 	"github.com/probed/probed/probe/internal/rawsock"
 )
 
@@ -51,6 +52,11 @@ const (
 	window = 4
 	// probeSize is the transport part of a UDP or ICMP probe in bytes.
 	probeSize = 32
+	// readMargin is how long after a probe's timeout a trace still waits
+	// for its answer: on a loaded agent the reader may get to a reply
+	// that arrived in time (by the kernel's receive timestamp) some
+	// milliseconds late, and such a reply must not make a hop look lossy.
+	readMargin = 50 * time.Millisecond
 )
 
 // Target is one trace to run.
@@ -126,37 +132,75 @@ type Path struct {
 type Tracer struct {
 	lim  *Limiter
 	sent atomic.Uint64
+	// txStamped counts probes that got the kernel's transmit timestamp.
+	txStamped atomic.Uint64
 
 	mu      sync.Mutex
 	closed  bool
 	pending map[key]*inflight
 	nextID  uint32
-	// Sockets, opened on first use; -1 / nil until then.
-	v4send int      // IPPROTO_RAW (IP_HDRINCL): every v4 probe
+	// Receive sockets, opened on first use; nil until then. They are in
+	// the Go runtime's poller and never send: a send socket's transmit
+	// timestamps would wake the poller with an error-queue event.
 	v4icmp *os.File // ICMP errors and echo replies
 	v4tcp  *os.File // SYN-ACK / RST from targets (TCP method only)
-	v6icmp *os.File // sends ICMPv6 echo, receives errors and replies
-	v6udp  int      // sends UDP probes over IPv6
-	v6tcp  *os.File // sends SYNs, receives SYN-ACK / RST (TCP method only)
+	v6icmp *os.File // ICMPv6 errors and echo replies
+	v6tcp  *os.File // SYN-ACK / RST from targets (TCP method only)
+	// Send sockets (blocking, outside the poller, transmit timestamps on).
+	v4send    *sendSock // IPPROTO_RAW (IP_HDRINCL): every v4 probe
+	v6icmpOut *sendSock // ICMPv6 echo
+	v6udp     *sendSock // UDP probes over IPv6
+	v6tcpOut  *sendSock // SYNs over IPv6
 	// route4/route6 are UDP sockets connected to a target to learn the
 	// source address the kernel would pick (nothing is sent).
 	route4, route6 int
-	fds            map[*os.File]int
 	wg             sync.WaitGroup
 }
 
-type inflight struct {
-	ch   chan<- result
-	ttl  int
-	sent time.Time
+// sendSock is one send socket and the scratch space to read its transmit
+// timestamps. mu serialises the sends on it and the reading of its error
+// queue.
+type sendSock struct {
+	mu sync.Mutex
+	fd int // -1 until opened
+	// tx is set when the kernel gives transmit timestamps.
+	tx bool
+	tb rawsock.TxBuffers
 }
 
+// inflight is one probe on the wire. ch, ttl and user belong to the trace
+// that sent it; answered and kernel are written under Tracer.mu.
+type inflight struct {
+	ch  chan<- result
+	ttl int
+	// user is the wall clock read just before the send system call;
+	// kernel the kernel's transmit timestamp (zero until read).
+	user, kernel time.Time
+	answered     bool
+}
+
+// result is the first answer to one probe.
 type result struct {
 	ttl  int
 	from netip.Addr
 	kind replyKind
-	rtt  time.Duration
+	at   time.Time // the kernel's receive timestamp
+	in   *inflight
 }
+
+// sendClockKind says which send time an RTT starts from.
+type sendClockKind uint8
+
+const (
+	// kernelClock: the kernel's transmit timestamp where it gave one,
+	// else the wall clock read just before the send system call.
+	kernelClock sendClockKind = iota
+	// userClock: always the wall clock before the send system call (for
+	// measuring what the kernel's timestamp gains).
+	userClock
+)
+
+var sendClock = kernelClock
 
 // New returns a Tracer sending at most pps packets per second over all its
 // traces (pps <= 0: unlimited). It opens its raw sockets now, in the network
@@ -165,13 +209,14 @@ type result struct {
 // the kernel has no IPv6; tracing an IPv6 target then fails.
 func New(pps int) (*Tracer, error) {
 	t := &Tracer{
-		lim:     NewLimiter(pps),
-		pending: map[key]*inflight{},
-		v4send:  -1,
-		v6udp:   -1,
-		route4:  -1,
-		route6:  -1,
-		fds:     map[*os.File]int{},
+		lim:       NewLimiter(pps),
+		pending:   map[key]*inflight{},
+		v4send:    &sendSock{fd: -1},
+		v6icmpOut: &sendSock{fd: -1},
+		v6udp:     &sendSock{fd: -1},
+		v6tcpOut:  &sendSock{fd: -1},
+		route4:    -1,
+		route6:    -1,
 	}
 	if err := t.ensure(false, ICMP); err != nil {
 		t.Close()
@@ -205,14 +250,26 @@ func (t *Tracer) Close() error {
 			f.Close()
 		}
 	}
-	for _, fd := range []int{t.v4send, t.v6udp, t.route4, t.route6} {
+	for _, fd := range []int{t.route4, t.route6} {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
 	}
 	t.mu.Unlock()
+	for _, s := range t.sendSocks() {
+		s.mu.Lock()
+		if s.fd >= 0 {
+			unix.Close(s.fd)
+			s.fd = -1
+		}
+		s.mu.Unlock()
+	}
 	t.wg.Wait()
 	return nil
+}
+
+func (t *Tracer) sendSocks() []*sendSock {
+	return []*sendSock{t.v4send, t.v6icmpOut, t.v6udp, t.v6tcpOut}
 }
 
 // ensure opens the sockets a trace of this family and method needs.
@@ -226,12 +283,11 @@ func (t *Tracer) ensure(v6 bool, method string) error {
 		if *fp != nil {
 			return nil
 		}
-		f, fd, err := rawSocket(family, proto, true)
+		f, _, err := rawSocket(family, proto, true)
 		if err != nil {
 			return err
 		}
 		*fp = f
-		t.fds[f] = fd
 		t.wg.Add(1)
 		go func() {
 			defer t.wg.Done()
@@ -239,15 +295,20 @@ func (t *Tracer) ensure(v6 bool, method string) error {
 		}()
 		return nil
 	}
-	send := func(fdp *int, family, proto int) error {
-		if *fdp >= 0 {
+	send := func(s *sendSock, family, proto int) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.fd >= 0 {
 			return nil
 		}
 		_, fd, err := rawSocket(family, proto, false)
 		if err != nil {
 			return err
 		}
-		*fdp = fd
+		s.fd = fd
+		// Without transmit timestamps (an old kernel) RTTs start at
+		// the wall clock read just before the send system call.
+		s.tx = rawsock.SetTxTimestamps(fd) == nil
 		return nil
 	}
 	route := func(fdp *int, family int) error {
@@ -265,7 +326,7 @@ func (t *Tracer) ensure(v6 bool, method string) error {
 		if err := route(&t.route4, unix.AF_INET); err != nil {
 			return err
 		}
-		if err := send(&t.v4send, unix.AF_INET, unix.IPPROTO_RAW); err != nil {
+		if err := send(t.v4send, unix.AF_INET, unix.IPPROTO_RAW); err != nil {
 			return err
 		}
 		if err := recv(&t.v4icmp, unix.AF_INET, unix.IPPROTO_ICMP, t.handle4ICMP); err != nil {
@@ -284,11 +345,14 @@ func (t *Tracer) ensure(v6 bool, method string) error {
 	}
 	switch method {
 	case UDP:
-		return send(&t.v6udp, unix.AF_INET6, unix.IPPROTO_UDP)
+		return send(t.v6udp, unix.AF_INET6, unix.IPPROTO_UDP)
 	case TCP:
+		if err := send(t.v6tcpOut, unix.AF_INET6, unix.IPPROTO_TCP); err != nil {
+			return err
+		}
 		return recv(&t.v6tcp, unix.AF_INET6, unix.IPPROTO_TCP, t.handle6TCP)
 	}
-	return nil
+	return send(t.v6icmpOut, unix.AF_INET6, unix.IPPROTO_ICMPV6)
 }
 
 func (t *Tracer) handle4ICMP(b []byte, _ netip.Addr, at time.Time) {
@@ -323,27 +387,80 @@ func (t *Tracer) handle6TCP(b []byte, from netip.Addr, at time.Time) {
 	}
 }
 
-// deliver hands a reply to the trace waiting for it; replies nobody waits
-// for (other tools' traffic, late answers) are dropped.
+// deliver hands the first reply to a probe to the trace waiting for it, with
+// the kernel's receive time; replies nobody waits for (other tools'
+// traffic, answers after the trace ended) and duplicates are dropped.
 func (t *Tracer) deliver(r reply, at time.Time) {
 	t.mu.Lock()
 	in, ok := t.pending[r.k]
-	if ok {
-		delete(t.pending, r.k)
-	}
-	t.mu.Unlock()
-	if !ok {
+	if !ok || in.answered {
+		t.mu.Unlock()
 		return
 	}
+	in.answered = true
+	t.mu.Unlock()
 	select {
-	case in.ch <- result{ttl: in.ttl, from: r.from, kind: r.kind, rtt: at.Sub(in.sent)}:
+	case in.ch <- result{ttl: in.ttl, from: r.from, kind: r.kind, at: at, in: in}:
 	default: // cannot happen: the channel holds one slot per probe
 	}
 }
 
-// register reserves a probe id for k (k.id is filled in) and records when
-// it was sent.
-func (t *Tracer) register(k *key, ch chan<- result, ttl int, sent time.Time) {
+// sentAt is when the probe left: the kernel's transmit timestamp if it
+// gave one, else the wall clock just before the send system call.
+func (t *Tracer) sentAt(in *inflight) time.Time {
+	t.mu.Lock()
+	k := in.kernel
+	t.mu.Unlock()
+	if sendClock == kernelClock && !k.IsZero() {
+		return k
+	}
+	return in.user
+}
+
+// txStamp is a transmit timestamp and the probe it belongs to.
+type txStamp struct {
+	k  key
+	at time.Time
+}
+
+// readTx reads the transmit timestamps waiting on s, appending them to
+// out. s.mu must be held (and Tracer.mu not: see applyTx).
+func (t *Tracer) readTx(s *sendSock, out []txStamp) []txStamp {
+	if !s.tx || s.fd < 0 {
+		return out
+	}
+	rawsock.DrainTxTimestamps(s.fd, &s.tb, func(pkt []byte, at time.Time) {
+		for _, l3 := range rawsock.NetworkHeaders(pkt) {
+			if len(l3) == 0 {
+				continue
+			}
+			if k, ok := parseQuoted(l3, l3[0]>>4 == 6); ok {
+				out = append(out, txStamp{k, at})
+			}
+		}
+	})
+	return out
+}
+
+// applyTx records transmit timestamps on their probes. It takes
+// Tracer.mu, so it runs after the send socket's lock is released (ensure
+// takes the two the other way round).
+func (t *Tracer) applyTx(stamps []txStamp) {
+	if len(stamps) == 0 {
+		return
+	}
+	t.mu.Lock()
+	for _, st := range stamps {
+		if in := t.pending[st.k]; in != nil && in.kernel.IsZero() {
+			in.kernel = st.at
+			t.txStamped.Add(1)
+		}
+	}
+	t.mu.Unlock()
+}
+
+// register reserves a probe id for k (k.id is filled in).
+func (t *Tracer) register(k *key, in *inflight) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for {
@@ -359,7 +476,7 @@ func (t *Tracer) register(k *key, ch chan<- result, ttl int, sent time.Time) {
 		}
 		k.id = id
 		if _, busy := t.pending[*k]; !busy {
-			t.pending[*k] = &inflight{ch: ch, ttl: ttl, sent: sent}
+			t.pending[*k] = in
 			return
 		}
 	}
@@ -373,38 +490,63 @@ func (t *Tracer) unregister(keys []key) {
 	t.mu.Unlock()
 }
 
-// send puts one probe on the wire.
-func (t *Tracer) send(k key, src netip.Addr, ifindex, ttl int, tos uint8) error {
+// send puts one probe on the wire. The packet is built first; the wall
+// clock is read after the socket's lock is taken, just before the system
+// call, and the kernel's transmit timestamp is read right after it.
+func (t *Tracer) send(k key, in *inflight, src netip.Addr, ifindex, ttl int, tos uint8) error {
 	v6 := k.dst.Is6()
 	l4 := buildL4(k, src, probeSize, v6)
+	var (
+		s   *sendSock
+		pkt []byte
+		oob []byte
+		sa  unix.Sockaddr
+	)
 	if !v6 {
-		proto := uint8(k.proto)
-		pkt := buildIPv4(src, k.dst, proto, ttl, tos, uint16(k.id), l4)
-		t.mu.Lock()
-		fd := t.v4send
-		t.mu.Unlock()
-		return unix.Sendmsg(fd, pkt, send4Oob(ifindex), &unix.SockaddrInet4{Addr: k.dst.As4()}, 0)
+		s, pkt, oob = t.v4send, buildIPv4(src, k.dst, uint8(k.proto), ttl, tos, uint16(k.id), l4), send4Oob(ifindex)
+		sa = &unix.SockaddrInet4{Addr: k.dst.As4()}
+	} else {
+		switch k.proto {
+		case protoUDP:
+			s = t.v6udp
+		case protoTCP:
+			s = t.v6tcpOut
+		default:
+			s = t.v6icmpOut
+		}
+		pkt, oob, sa = l4, send6Oob(src, ifindex, ttl, tos), &unix.SockaddrInet6{Addr: k.dst.As16()}
 	}
-	t.mu.Lock()
-	var fd int
-	switch k.proto {
-	case protoUDP:
-		fd = t.v6udp
-	case protoTCP:
-		fd = t.fds[t.v6tcp]
-	default:
-		fd = t.fds[t.v6icmp]
+	var stamps [4]txStamp
+	s.mu.Lock()
+	if s.fd < 0 {
+		s.mu.Unlock()
+		return errors.New("tracer is closed")
 	}
-	t.mu.Unlock()
-	return unix.Sendmsg(fd, l4, send6Oob(src, ifindex, ttl, tos), &unix.SockaddrInet6{Addr: k.dst.As16()}, 0)
+	in.user = time.Now()
+	err := unix.Sendmsg(s.fd, pkt, oob, sa, 0)
+	got := t.readTx(s, stamps[:0])
+	s.mu.Unlock()
+	t.applyTx(got)
+	return err
+}
+
+// drainAllTx reads every send socket's waiting transmit timestamps (a
+// device that queues packets stamps them after the send call returned).
+func (t *Tracer) drainAllTx() {
+	var stamps []txStamp
+	for _, s := range t.sendSocks() {
+		s.mu.Lock()
+		stamps = t.readTx(s, stamps)
+		s.mu.Unlock()
+	}
+	t.applyTx(stamps)
 }
 
 // hopAcc collects the answers of one TTL.
 type hopAcc struct {
 	sent, received int
 	firstSent      time.Time
-	from           []netip.Addr
-	rtts           []time.Duration
+	answers        []result
 	unreachable    bool
 }
 
@@ -480,13 +622,12 @@ func (t *Tracer) Trace(ctx context.Context, tg Target) (*Path, error) {
 	var lastSend time.Time
 
 	process := func(r result) {
-		if r.rtt > timeout {
+		if r.at.Sub(t.sentAt(r.in)) > timeout {
 			return
 		}
 		h := &hops[r.ttl]
 		h.received++
-		h.from = append(h.from, r.from)
-		h.rtts = append(h.rtts, r.rtt)
+		h.answers = append(h.answers, r)
 		switch {
 		case r.from == dst || r.kind == kindEchoReply || r.kind == kindTCP:
 			if reached == 0 || r.ttl < reached {
@@ -559,9 +700,10 @@ func (t *Tracer) Trace(ctx context.Context, tg Target) (*Path, error) {
 			}
 			pk := k
 			now := time.Now()
-			t.register(&pk, ch, ttl, now)
+			in := &inflight{ch: ch, ttl: ttl}
+			t.register(&pk, in)
 			keys = append(keys, pk)
-			if err := t.send(pk, src, ifindex, ttl, tg.TOS); err != nil {
+			if err := t.send(pk, in, src, ifindex, ttl, tg.TOS); err != nil {
 				return nil, fmt.Errorf("tracing %s: sending TTL %d probe: %w", dst, ttl, err)
 			}
 			t.sent.Add(1)
@@ -583,9 +725,11 @@ func (t *Tracer) Trace(ctx context.Context, tg Target) (*Path, error) {
 		}
 		return true
 	}
-	if err := waitFor(lastSend.Add(timeout), complete); err != nil {
+	if err := waitFor(lastSend.Add(timeout+min(readMargin, timeout/2)), complete); err != nil {
 		return nil, err
 	}
+	drain()
+	t.drainAllTx()
 
 	p := &Path{Dst: dst, Src: src, Reached: reached > 0, Start: start, Duration: time.Since(start), Sent: len(keys)}
 	n := end()
@@ -600,7 +744,14 @@ func (t *Tracer) Trace(ctx context.Context, tg Target) (*Path, error) {
 	}
 	for i := 1; i <= n; i++ {
 		h := &hops[i]
-		p.Hops = append(p.Hops, Hop{TTL: i, Addr: mostFrequent(h.from), Sent: h.sent, Received: h.received, RTTs: h.rtts, Unreachable: h.unreachable && mostFrequent(h.from) != dst})
+		from := make([]netip.Addr, 0, len(h.answers))
+		var rtts []time.Duration
+		for _, r := range h.answers {
+			from = append(from, r.from)
+			rtts = append(rtts, r.at.Sub(t.sentAt(r.in)))
+		}
+		addr := mostFrequent(from)
+		p.Hops = append(p.Hops, Hop{TTL: i, Addr: addr, Sent: h.sent, Received: h.received, RTTs: rtts, Unreachable: h.unreachable && addr != dst})
 	}
 	return p, nil
 }
@@ -630,5 +781,5 @@ func defaultFlow(dst netip.Addr) uint16 {
 	for _, b := range dst.AsSlice() {
 		h = (h ^ uint32(b)) * 16777619
 	}
-	return uint16(49152 + h%16384)
+	return inet.FlowID(h)
 }

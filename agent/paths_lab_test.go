@@ -1,7 +1,6 @@
-package main
+package agent
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -16,9 +15,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/probed/probed/config"
 	"github.com/probed/probed/exporter/pathmetrics"
 	"github.com/probed/probed/internal/netlab"
+	"github.com/probed/probed/internal/nssock"
 )
 
 // pathLabMesh traces two sitelink targets (IPv4 and IPv6) and searches the
@@ -122,24 +121,13 @@ func pathMetricValue(m *dto.Metric) float64 {
 }
 
 // pathWaitUntil polls cond every 20 ms until it holds or timeout passes.
-func pathWaitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("after %v: %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
-}
 
 // The path feature in the WAN lab: the hop list is the lab's; a change at
 // run time is found within one trace interval and counted once; a hop that
 // stops answering is no change; the MTU is found exactly behind a path that
 // reports it (1500) and behind a black hole (8500), and the two are told
 // apart.
-func TestPathFeatureLab(t *testing.T) {
+func TestPathJobsLab(t *testing.T) {
 	topo, err := netlab.DefaultTopology().Subset("us-east", "eu-frankfurt")
 	if err != nil {
 		t.Fatal(err)
@@ -160,35 +148,16 @@ func TestPathFeatureLab(t *testing.T) {
 	set("us-east", "eu-frankfurt", "mpls", netlab.PathParams{Delay: 2 * time.Millisecond, MTU: 8500, MTUBlackhole: true})
 	set("eu-frankfurt", "us-east", "mpls", netlab.PathParams{Delay: 2 * time.Millisecond})
 
-	cfg, err := config.Parse([]byte(pathLabMesh), "lab-paths.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := cfg.Plan("")
-	if err != nil {
-		t.Fatal(err)
-	}
 	core, logs := observer.New(zap.InfoLevel)
-	reg := prometheus.NewPedanticRegistry()
-	mux := http.NewServeMux()
-	ctx, cancel := context.WithCancel(context.Background())
-	var f *pathFeature
-	// The feature opens its raw sockets in Apply: do that inside the
-	// us-east namespace; its goroutines keep using those sockets.
-	if err := lab.Site("us-east").Do(func() error {
-		f = newPathFeature(ctx, &deps{Logger: zap.New(core), Registry: reg, Mux: mux, Site: "us-east"}).(*pathFeature)
-		return f.Apply(ctx, cfg, plan)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); f.close() }) // before the lab goes (cleanups run last-in first-out)
+	ag := startAgent(t, pathLabMesh, Options{Log: zap.New(core), Sockets: nssock.In(lab.Site("us-east"))})
+	reg, mux := ag.reg, ag.mux
 
 	v4, v6 := "10.77.7.1", "fd77:7::1"
 	want := map[string]string{
 		v4: pathJoinAddrs(hops[0], hops[2], a(v4)),
 		v6: pathJoinAddrs(hops[1], hops[3], a(v6)),
 	}
-	pathWaitUntil(t, 15*time.Second, "first traces", func() bool {
+	waitUntil(t, 15*time.Second, "first traces", func() bool {
 		p := pathsGet(t, mux)
 		return pathHopList(p[v4]) == want[v4] && pathHopList(p[v6]) == want[v6]
 	})
@@ -206,7 +175,7 @@ func TestPathFeatureLab(t *testing.T) {
 	}
 
 	// MTU: Fragmentation Needed on sitelink, a black hole on mpls.
-	pathWaitUntil(t, 30*time.Second, "MTU results", func() bool {
+	waitUntil(t, 30*time.Second, "MTU results", func() bool {
 		p := pathsGet(t, mux)
 		return p["10.77.7.65"].MTUBytes != nil && p["fd77:7::41"].MTUBytes != nil && p["10.78.7.1"].MTUBytes != nil
 	})
@@ -221,7 +190,7 @@ func TestPathFeatureLab(t *testing.T) {
 	// A path change right after a trace finished (so no trace straddles
 	// it and sees half of each path).
 	before := pathsGet(t, mux)[v4].LastTrace
-	pathWaitUntil(t, 5*time.Second, "a new trace", func() bool {
+	waitUntil(t, 5*time.Second, "a new trace", func() bool {
 		lt := pathsGet(t, mux)[v4].LastTrace
 		return lt != nil && before != nil && lt.After(*before)
 	})
@@ -232,7 +201,7 @@ func TestPathFeatureLab(t *testing.T) {
 	// The next round starts at most one interval (1 s) after the change
 	// and takes a few 4 ms round trips; 1.5 s more covers a loaded CI
 	// machine without letting a second interval slip through unnoticed.
-	took := pathWaitUntil(t, 2500*time.Millisecond, "path change not detected within one trace interval", func() bool {
+	took := waitUntil(t, 2500*time.Millisecond, "path change not detected within one trace interval", func() bool {
 		p := pathsGet(t, mux)
 		return pathHopList(p[v4]) == want[v4] && pathHopList(p[v6]) == want[v6]
 	})
@@ -256,7 +225,7 @@ func TestPathFeatureLab(t *testing.T) {
 		}
 	}
 	silentSince := time.Now()
-	pathWaitUntil(t, 5*time.Second, "hop 2 silent in /paths", func() bool {
+	waitUntil(t, 5*time.Second, "hop 2 silent in /paths", func() bool {
 		p := pathsGet(t, mux)
 		for _, tg := range []string{v4, v6} {
 			x := p[tg]

@@ -1,0 +1,208 @@
+// Package agent runs one probed agent: it loads the mesh file, plans this
+// agent's jobs (with the targets AWS discovery found), and applies the plan
+// to the probe engine, the STAMP reflector and the AWS poller — at start,
+// on every reload, and whenever discovery changes the target list. A bad
+// file changes nothing. cmd/probed only wires flags, signals and HTTP to it.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/probed/probed/config"
+	"github.com/probed/probed/exporter"
+	"github.com/probed/probed/exporter/pathmetrics"
+	"github.com/probed/probed/exporter/stampmetrics"
+	"github.com/probed/probed/probe"
+	"github.com/probed/probed/probe/icmpsock"
+)
+
+// Options configures an agent.
+type Options struct {
+	ConfigFile string
+	// Site overrides site: in the file (--site, PROBED_SITE).
+	Site string
+	// PollAll overrides aws.poll_all for this agent when set
+	// (--aws.poll-all), so one mesh file serves every agent.
+	PollAll *bool
+	Version string
+	Log     *zap.Logger
+	// Registry gets every agent-wide and feature metric.
+	Registry *prometheus.Registry
+	// Sockets and Resolver replace the kernel's (tests).
+	Sockets  probe.Sockets
+	Resolver probe.Resolver
+}
+
+// Agent is one running agent.
+type Agent struct {
+	o       Options
+	log     *zap.Logger
+	Metrics *exporter.Metrics
+	agentM  *exporter.AgentMetrics
+	engine  *probe.Engine
+	paths   *pathmetrics.Set
+	refl    *reflector
+	aws     *awsPoller
+
+	mu     sync.Mutex // serialises loads and re-plans
+	cfg    *config.Config
+	plan   *config.Plan
+	loaded bool
+}
+
+// New builds the agent and registers its metrics; Load then gives it a
+// config and Run runs it.
+func New(o Options) *Agent {
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	a := &Agent{o: o, log: o.Log}
+	a.Metrics = exporter.NewMetrics(o.Registry, o.Log)
+	stamps := stampmetrics.New(o.Registry)
+	a.paths = pathmetrics.New()
+	pathSink := pathmetrics.NewSink(a.paths, o.Log.Named("paths"))
+	o.Registry.MustRegister(a.paths, pathSink)
+	a.engine = probe.New(probe.Options{Log: o.Log, Sink: a.Metrics, Sessions: stampmetrics.Sink{Metrics: stamps},
+		Paths: pathSink, Sockets: o.Sockets, Resolver: o.Resolver})
+	a.agentM = exporter.NewAgentMetrics(o.Registry, o.Version, a.engine.Targets)
+	a.refl = newReflector(o.Log.Named("stamp"), o.Registry)
+	a.aws = newAWSPoller(o.Log.Named("aws"), o.Registry, a.replan)
+	return a
+}
+
+// Load reads the config file and applies it. On failure the running config
+// stays as it is and probed_config_last_reload_successful drops to 0. The
+// first load also fails when ICMP sockets may not be opened at all
+// (icmpsock.ErrPermission).
+func (a *Agent) Load(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	first := !a.loaded
+	fail := func(err error) error {
+		a.agentM.ReloadOK.Set(0)
+		if !first {
+			a.log.Error("config reload failed; keeping the previous configuration", zap.String("file", a.o.ConfigFile), zap.Error(err))
+		}
+		return err
+	}
+	cfg, err := config.Load(a.o.ConfigFile)
+	if err != nil {
+		return fail(err)
+	}
+	if a.o.PollAll != nil && cfg.AWS != nil {
+		cfg.AWS.PollAll = *a.o.PollAll
+	}
+	plan, err := cfg.Plan(a.o.Site, a.aws.discovered(cfg, a.siteOf(cfg))...)
+	if err != nil {
+		return fail(err)
+	}
+	if err := a.apply(ctx, cfg, plan); err != nil && first && errors.Is(err, icmpsock.ErrPermission) {
+		return err
+	}
+	a.loaded = true
+	a.agentM.ReloadOK.Set(1)
+	a.agentM.ReloadTime.SetToCurrentTime()
+	if !first {
+		a.log.Info("config reloaded", zap.String("file", a.o.ConfigFile), zap.Int("jobs", len(plan.Probes)))
+	}
+	return nil
+}
+
+func (a *Agent) siteOf(cfg *config.Config) string {
+	if a.o.Site != "" {
+		return a.o.Site
+	}
+	return cfg.Site
+}
+
+// replan applies the current config again with the targets discovery found.
+func (a *Agent) replan(ctx context.Context) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cfg == nil {
+		return
+	}
+	plan, err := a.cfg.Plan(a.o.Site, a.aws.discovered(a.cfg, a.plan.Site)...)
+	if err != nil {
+		return
+	}
+	_ = a.apply(ctx, a.cfg, plan)
+	a.log.Info("plan updated with discovered targets", zap.Int("jobs", len(plan.Probes)))
+}
+
+// apply runs a plan. Called with a.mu held. Errors are logged; the one
+// returned is the engine's (sockets of literal addresses).
+func (a *Agent) apply(ctx context.Context, cfg *config.Config, plan *config.Plan) error {
+	a.Metrics.SetPlan(plan)
+	err := a.engine.Update(plan) // the engine logs each job it cannot bind yet
+
+	if rerr := a.refl.apply(ctx, cfg, plan.Site); rerr != nil {
+		a.log.Error("STAMP reflector", zap.Error(rerr))
+	}
+	if aerr := a.aws.apply(ctx, cfg, plan.Site); aerr != nil {
+		a.log.Error("AWS polling", zap.Error(aerr))
+	}
+	a.cfg, a.plan = cfg, plan
+	return err
+}
+
+// Run runs the engine (and the reflector and poller started by Load)
+// until ctx ends, then stops everything.
+func (a *Agent) Run(ctx context.Context) error {
+	err := a.engine.Run(ctx)
+	a.refl.stop()
+	a.aws.stop()
+	return err
+}
+
+// Ready says whether the agent runs all of its plan; if not, why.
+func (a *Agent) Ready() (bool, string) {
+	a.mu.Lock()
+	loaded := a.loaded
+	a.mu.Unlock()
+	if !loaded {
+		return false, "the configuration is not loaded yet"
+	}
+	if ok, why := a.engine.Status(); !ok {
+		return false, why
+	}
+	if err := a.refl.err(); err != nil {
+		return false, fmt.Sprintf("STAMP reflector: %v", err)
+	}
+	return true, ""
+}
+
+// Site is the site of the loaded plan ("" before the first load).
+func (a *Agent) Site() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.plan == nil {
+		return ""
+	}
+	return a.plan.Site
+}
+
+// Jobs is the number of jobs of the loaded plan.
+func (a *Agent) Jobs() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.plan == nil {
+		return 0
+	}
+	return len(a.plan.Probes)
+}
+
+// Mount adds the agent's JSON endpoints to mux: /paths.
+func (a *Agent) Mount(mux *http.ServeMux) {
+	mux.Handle("/paths", a.paths.Handler())
+}
+
+// ICMPMode says how ICMP sockets were opened ("raw", "datagram" or "").
+func (a *Agent) ICMPMode() string { return a.engine.ICMPMode() }

@@ -1,0 +1,272 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"net/netip"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/probed/probed/config"
+	"github.com/probed/probed/internal/inet"
+	"github.com/probed/probed/probe/pmtu"
+	"github.com/probed/probed/probe/trace"
+)
+
+// pathSockets are the sockets every trace job (the tracer) and every MTU
+// job (the prober) share: opened by the first job bound, closed with the
+// last, so a mesh without path work never asks for raw sockets.
+type pathSockets struct {
+	e *Engine
+
+	mu      sync.Mutex
+	pps     int
+	tracer  Tracer
+	traces  int
+	prober  MTUProber
+	probers int
+}
+
+func (s *pathSockets) setPPS(pps int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pps = pps
+	if s.tracer != nil {
+		s.tracer.SetPPS(pps)
+	}
+}
+
+func (s *pathSockets) acquire(k config.Kind) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k == config.KindTrace {
+		if s.tracer == nil {
+			t, err := s.e.socks.Tracer(s.pps)
+			if err != nil {
+				return fmt.Errorf("opening the path discovery sockets: %w", err)
+			}
+			s.tracer = t
+		}
+		s.traces++
+		return nil
+	}
+	if s.prober == nil {
+		p, err := s.e.socks.MTU()
+		if err != nil {
+			return fmt.Errorf("opening the path MTU sockets: %w", err)
+		}
+		s.prober = p
+	}
+	s.probers++
+	return nil
+}
+
+func (s *pathSockets) release(k config.Kind) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k == config.KindTrace {
+		if s.traces--; s.traces == 0 && s.tracer != nil {
+			_ = s.tracer.Close()
+			s.tracer = nil
+		}
+		return
+	}
+	if s.probers--; s.probers == 0 && s.prober != nil {
+		_ = s.prober.Close()
+		s.prober = nil
+	}
+}
+
+func (s *pathSockets) get() (Tracer, MTUProber) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tracer, s.prober
+}
+
+func (s *pathSockets) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tracer != nil {
+		_ = s.tracer.Close()
+	}
+	if s.prober != nil {
+		_ = s.prober.Close()
+	}
+	s.tracer, s.prober, s.traces, s.probers = nil, nil, 0, 0
+}
+
+// pathJob is one target's path discovery or path MTU search. Each slot
+// starts a round unless the previous one is still running (a round can
+// take several seconds).
+type pathJob struct {
+	e      *Engine
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	log    *zap.Logger
+
+	mu      sync.Mutex
+	running bool
+	lastErr string      // the failure logged last, so a failing job logs once
+	last    pmtu.Result // MTU: the previous result
+}
+
+func newPathJob(e *Engine, t *target) *pathJob {
+	ctx, cancel := context.WithCancel(e.life)
+	s := t.spec
+	log := e.log.Named("paths").With(zap.String("target_site", s.TargetSite), zap.String("target", s.Target),
+		zap.String("path", s.Path), zap.String("segment", s.Segment))
+	return &pathJob{e: e, ctx: ctx, cancel: cancel, log: log}
+}
+
+func (j *pathJob) bind(t *target, ip netip.Addr) (*binding, error) {
+	if err := j.e.shared.acquire(t.spec.Kind); err != nil {
+		return nil, err
+	}
+	return &binding{ip: ip}, nil
+}
+
+func (j *pathJob) unbind(t *target, _ *binding) { j.e.shared.release(t.spec.Kind) }
+
+func (j *pathJob) unsent(t *target, r Reason) { j.e.paths.Failed(t.spec, r, nil) }
+
+func (j *pathJob) stop(*target) {
+	j.cancel()
+	j.wg.Wait()
+}
+
+func (j *pathJob) fire(t *target, b *binding) {
+	j.mu.Lock()
+	if j.running {
+		j.mu.Unlock()
+		return
+	}
+	j.running = true
+	j.mu.Unlock()
+	j.wg.Add(1)
+	go func() {
+		defer j.wg.Done()
+		if t.spec.Kind == config.KindTrace {
+			j.trace(t, b.ip)
+		} else {
+			j.mtu(t, b.ip)
+		}
+		j.mu.Lock()
+		j.running = false
+		j.mu.Unlock()
+	}()
+}
+
+func (j *pathJob) trace(t *target, dst netip.Addr) {
+	tr, _ := j.e.shared.get()
+	if tr == nil {
+		return
+	}
+	s := t.spec
+	o := s.TraceOpts
+	p, err := tr.Trace(j.ctx, trace.Target{Dst: dst, Src: sourceOf(s), Interface: s.Interface, Method: o.Method, Port: o.Port,
+		Flow: flowOf(s), MaxTTL: o.MaxTTL, ProbesPerHop: o.ProbesPerHop, Timeout: s.Timeout, TOS: s.TOS})
+	if err != nil {
+		if j.ctx.Err() == nil {
+			j.fail(t, "path discovery failed", err)
+		}
+		return
+	}
+	j.ok("path discovery works again")
+	j.e.paths.ObserveTrace(s, p)
+}
+
+func (j *pathJob) mtu(t *target, dst netip.Addr) {
+	_, pr := j.e.shared.get()
+	if pr == nil {
+		return
+	}
+	s := t.spec
+	r, err := pr.Search(j.ctx, pmtu.Target{Dst: dst, Src: sourceOf(s), Interface: s.Interface, Timeout: s.Timeout,
+		Retries: s.MTUOpts.Retries, TOS: s.TOS})
+	if err != nil {
+		if j.ctx.Err() == nil {
+			j.fail(t, "path MTU search failed", err)
+		}
+		return
+	}
+	if !r.Reached {
+		// Not even the smallest size was answered: the target is down
+		// or drops echo; the probe metrics tell which. Keep the last
+		// MTU rather than report a fake one.
+		floor := pmtu.MinIPv4
+		if dst.Is6() {
+			floor = pmtu.MinIPv6
+		}
+		j.fail(t, "path MTU search got no answer", fmt.Errorf("%w down to %d bytes", errNoMTUAnswer, floor))
+		return
+	}
+	j.ok("path MTU search works again")
+	j.e.paths.ObserveMTU(s, r)
+	j.mu.Lock()
+	last := j.last
+	j.last = r
+	j.mu.Unlock()
+	switch {
+	case r.Blackhole && !last.Blackhole:
+		j.log.Warn("MTU black hole: packets above the path MTU vanish without Fragmentation Needed / Packet Too Big",
+			zap.Int("mtu_bytes", r.MTU))
+	case !r.Blackhole && last.Blackhole:
+		j.log.Info("MTU black hole is gone", zap.Int("mtu_bytes", r.MTU))
+	}
+	if last.MTU != 0 && last.MTU != r.MTU {
+		j.log.Info("path MTU changed", zap.Int("old_bytes", last.MTU), zap.Int("new_bytes", r.MTU))
+	}
+}
+
+var errNoMTUAnswer = errors.New("no answer to probes of any size")
+
+// fail reports a round without result, logging a failure once per distinct
+// error rather than every round.
+func (j *pathJob) fail(t *target, msg string, err error) {
+	r := ReasonSendError
+	var opErr *net.OpError
+	switch {
+	case errors.Is(err, errNoMTUAnswer):
+		r = ReasonTimeout
+	case errors.As(err, &opErr) && opErr.Op == "route":
+		// net.InterfaceByName: the bound interface does not exist.
+		r = ReasonBind
+	}
+	j.e.paths.Failed(t.spec, r, err)
+	j.mu.Lock()
+	repeat := err.Error() == j.lastErr
+	j.lastErr = err.Error()
+	j.mu.Unlock()
+	if !repeat {
+		j.log.Warn(msg, zap.Error(err))
+	}
+}
+
+func (j *pathJob) ok(msg string) {
+	j.mu.Lock()
+	had := j.lastErr != ""
+	j.lastErr = ""
+	j.mu.Unlock()
+	if had {
+		j.log.Info(msg)
+	}
+}
+
+func sourceOf(s *config.ProbeSpec) netip.Addr {
+	a, _ := netip.ParseAddr(s.Source) // validated by config; "" gives the zero Addr
+	return a.Unmap()
+}
+
+// flowOf gives each probe its own constant flow identifier, so two targets
+// with the same address (another source, another TOS) are told apart and
+// each keeps one ECMP path across rounds.
+func flowOf(s *config.ProbeSpec) uint16 {
+	h := fnv.New32a()
+	h.Write([]byte(s.ProbeKey()))
+	return inet.FlowID(h.Sum32())
+}
