@@ -22,6 +22,7 @@ const (
 	OutcomeBadRegion    = "invalid_region"
 	OutcomeTimeout      = "timeout"
 	OutcomeMalformed    = "malformed_response"
+	OutcomeCut          = "connection_closed"
 	OutcomeServerError  = "server_error"
 	OutcomeClientError  = "client_error"
 	OutcomeNetwork      = "network_error"
@@ -38,6 +39,13 @@ func Classify(err error) string {
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return OutcomeTimeout
+	}
+	// Before the deserialization check: a body cut off by the connection
+	// is reported as "deserialization failed" too, but nothing is wrong
+	// with what AWS sent.
+	var cut *CutResponseError
+	if errors.As(err, &cut) {
+		return OutcomeCut
 	}
 	msg := err.Error()
 	var api smithy.APIError
@@ -118,7 +126,9 @@ func Hint(outcome string) string {
 	case OutcomeTimeout:
 		return "AWS did not answer in time: check the network path or proxy to the AWS endpoints, or raise aws.timeout"
 	case OutcomeMalformed:
-		return "AWS sent a response that does not decode: a proxy or VPC endpoint in the way may be altering it"
+		return "AWS sent a complete response that does not decode: a proxy or VPC endpoint in the way may be altering it"
+	case OutcomeCut:
+		return "the connection closed while AWS's answer was being read (after its status line, often 200 OK): usually a kept-alive connection closed by the endpoint or the network at that moment. probed retries these reads (they are read-only); only if failures persist, look for something that cuts long-lived connections (NAT or firewall idle timeouts, a proxy)"
 	case OutcomeServerError:
 		return "AWS reported an internal error; probed retries on its own"
 	case OutcomeNetwork:

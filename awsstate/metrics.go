@@ -21,6 +21,7 @@ const maxQueriesPerCall = 500
 type series struct {
 	kind                    MetricKind
 	resource, monitor       string
+	site, segment           string // NSM probes' mapping
 	direction, lane         string
 	namespace, metric, stat string
 	dims                    []cwtypes.Dimension
@@ -50,7 +51,8 @@ func (p *Poller) queries(rs *regionState) []series {
 		d := dim("ConnectionId", c.ID)
 		for _, dir := range [][2]string{{"egress", "Egress"}, {"ingress", "Ingress"}} {
 			out = append(out,
-				series{kind: ConnBitsPerSecond, resource: c.ID, direction: dir[0], namespace: "AWS/DX", metric: "ConnectionBps" + dir[1], stat: "Average", dims: d, scale: 1},
+				// AWS/DX counts bits; the exported unit is the base unit, bytes.
+				series{kind: ConnBytesPerSecond, resource: c.ID, direction: dir[0], namespace: "AWS/DX", metric: "ConnectionBps" + dir[1], stat: "Average", dims: d, scale: 1.0 / 8},
 				series{kind: ConnPacketsPerSecond, resource: c.ID, direction: dir[0], namespace: "AWS/DX", metric: "ConnectionPps" + dir[1], stat: "Average", dims: d, scale: 1})
 		}
 		out = append(out, series{kind: ConnErrors, resource: c.ID, namespace: "AWS/DX", metric: "ConnectionErrorCount", stat: "Sum", dims: d, scale: 1})
@@ -69,7 +71,7 @@ func (p *Poller) queries(rs *regionState) []series {
 		d := dim("ConnectionId", v.ConnectionID, "VirtualInterfaceId", v.ID)
 		for _, dir := range [][2]string{{"egress", "Egress"}, {"ingress", "Ingress"}} {
 			out = append(out,
-				series{kind: VIFBitsPerSecond, resource: v.ID, direction: dir[0], namespace: "AWS/DX", metric: "VirtualInterfaceBps" + dir[1], stat: "Average", dims: d, scale: 1},
+				series{kind: VIFBytesPerSecond, resource: v.ID, direction: dir[0], namespace: "AWS/DX", metric: "VirtualInterfaceBps" + dir[1], stat: "Average", dims: d, scale: 1.0 / 8},
 				series{kind: VIFPacketsPerSecond, resource: v.ID, direction: dir[0], namespace: "AWS/DX", metric: "VirtualInterfacePps" + dir[1], stat: "Average", dims: d, scale: 1})
 		}
 	}
@@ -77,9 +79,9 @@ func (p *Poller) queries(rs *regionState) []series {
 		d := dim("Monitor", pr.Monitor, "Probe", pr.ID)
 		out = append(out,
 			// RTT is published in microseconds, PacketLoss in percent.
-			series{kind: NSMRTT, resource: pr.ID, monitor: pr.Monitor, namespace: "AWS/NetworkMonitor", metric: "RTT", stat: "Average", dims: d, scale: 1e-6},
-			series{kind: NSMPacketLoss, resource: pr.ID, monitor: pr.Monitor, namespace: "AWS/NetworkMonitor", metric: "PacketLoss", stat: "Average", dims: d, scale: 0.01},
-			series{kind: NSMHealth, resource: pr.ID, monitor: pr.Monitor, namespace: "AWS/NetworkMonitor", metric: "HealthIndicator", stat: "Maximum", dims: d, scale: 1})
+			series{kind: NSMRTT, resource: pr.ID, monitor: pr.Monitor, site: pr.Site, segment: pr.Segment, namespace: "AWS/NetworkMonitor", metric: "RTT", stat: "Average", dims: d, scale: 1e-6},
+			series{kind: NSMPacketLoss, resource: pr.ID, monitor: pr.Monitor, site: pr.Site, segment: pr.Segment, namespace: "AWS/NetworkMonitor", metric: "PacketLoss", stat: "Average", dims: d, scale: 0.01},
+			series{kind: NSMHealth, resource: pr.ID, monitor: pr.Monitor, site: pr.Site, segment: pr.Segment, namespace: "AWS/NetworkMonitor", metric: "HealthIndicator", stat: "Maximum", dims: d, scale: 1})
 	}
 	return out
 }
@@ -130,7 +132,7 @@ func (p *Poller) pollMetrics(ctx context.Context, rs *regionState) error {
 					if cur, ok := newest[k]; ok && !r.Timestamps[i].After(cur.Time) {
 						continue
 					}
-					newest[k] = Datapoint{Kind: s.kind, Resource: s.resource, Monitor: s.monitor, Direction: s.direction,
+					newest[k] = Datapoint{Kind: s.kind, Resource: s.resource, Monitor: s.monitor, Site: s.site, Segment: s.segment, Direction: s.direction,
 						Lane: s.lane, Value: r.Values[i] * s.scale, Time: r.Timestamps[i]}
 				}
 			}

@@ -189,16 +189,24 @@ func (p *Poller) state(acc *account, region string) *regionState {
 	rs := p.regions[k]
 	if rs == nil {
 		rs = &regionState{key: k, points: map[string]Datapoint{}, lanes: map[string][]string{}}
+		// Every operation of these clients is read-only, so an answer
+		// cut off mid-body is retried (CutResponseError).
 		rs.dx = directconnect.NewFromConfig(acc.cfg, func(o *directconnect.Options) {
 			o.Region = region
+			o.HTTPClient = retryCutResponses(o.HTTPClient)
+			o.Logger = sdkLogger{p.log}
 			o.APIOptions = append(o.APIOptions, p.counts.countAttempts(ServiceDX))
 		})
 		rs.nsm = networkmonitor.NewFromConfig(acc.cfg, func(o *networkmonitor.Options) {
 			o.Region = region
+			o.HTTPClient = retryCutResponses(o.HTTPClient)
+			o.Logger = sdkLogger{p.log}
 			o.APIOptions = append(o.APIOptions, p.counts.countAttempts(ServiceNSM))
 		})
 		rs.cw = cloudwatch.NewFromConfig(acc.cfg, func(o *cloudwatch.Options) {
 			o.Region = region
+			o.HTTPClient = retryCutResponses(o.HTTPClient)
+			o.Logger = sdkLogger{p.log}
 			o.APIOptions = append(o.APIOptions, p.counts.countAttempts(ServiceCloudWatch))
 		})
 		p.regions[k] = rs
@@ -410,9 +418,9 @@ func (p *Poller) Snapshot() *Snapshot {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	type agg struct {
-		seen, up bool
-		last     time.Time
-		never    bool
+		up    bool
+		last  time.Time
+		never bool
 	}
 	sources := map[string]*agg{}
 	addSource := func(name string, st *status, k regionKey) {

@@ -2,16 +2,21 @@ package awsstate
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/smithy-go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -141,6 +146,8 @@ func metric(s *Snapshot, kind MetricKind, resource, direction string) *Datapoint
 
 func TestAgentPollsOnlyItsOwnSite(t *testing.T) {
 	f := setup(t, "us-east", "  poll_all: false\n")
+	// AWS/DX publishes bits per second; probed exports bytes.
+	f.srv.SetMetric("AWS/DX", "VirtualInterfaceBpsIngress", "ConnectionId=dxcon-fh1k7x2q,VirtualInterfaceId=dxvif-fp1k7x2q", 8e9)
 	f.poller.PollOnce(context.Background())
 	s := f.poller.Snapshot()
 
@@ -169,9 +176,21 @@ func TestAgentPollsOnlyItsOwnSite(t *testing.T) {
 		t.Errorf("GetMetricData requests %d, want one call of two pages", n)
 	}
 	// 10:30 poll: buckets up to 11:58 are published (2 minutes late).
-	d := metric(s, VIFBitsPerSecond, "dxvif-fp1k7x2q", "egress")
+	d := metric(s, VIFBytesPerSecond, "dxvif-fp1k7x2q", "egress")
 	if d == nil || d.Value <= 0 || !d.Time.Equal(time.Date(2026, 6, 1, 11, 58, 0, 0, time.UTC)) {
-		t.Fatalf("VIF bps datapoint %+v", d)
+		t.Fatalf("VIF bytes/s datapoint %+v", d)
+	}
+	if d := metric(s, VIFBytesPerSecond, "dxvif-fp1k7x2q", "ingress"); d == nil || d.Value != 1e9 {
+		t.Fatalf("VIF ingress %+v, want 8e9 bits/s exported as 1e9 bytes/s", d)
+	}
+	// NSM datapoints carry the probe's site and segment (monitor tag
+	// site=us-east, probe tag segment=prod in the fixture).
+	for _, k := range []MetricKind{NSMRTT, NSMPacketLoss, NSMHealth} {
+		for _, pr := range s.Probes {
+			if m := metric(s, k, pr.ID, ""); m == nil || m.Site != "us-east" || m.Segment != "prod" || m.Monitor != "sitelink-us-east" {
+				t.Errorf("NSM datapoint kind %d of %s: %+v, want site us-east, segment prod", k, pr.ID, m)
+			}
+		}
 	}
 	if rtt := metric(s, NSMRTT, s.Probes[0].ID, ""); rtt == nil || rtt.Value < 0.001 || rtt.Value > 1 {
 		t.Fatalf("NSM RTT %+v, want seconds (converted from microseconds)", rtt)
@@ -355,6 +374,7 @@ func TestErrorsAreClassified(t *testing.T) {
 		{awstest.FaultServerError, OutcomeServerError},
 		{awstest.FaultThrottle, OutcomeThrottled},
 		{awstest.FaultSlow, OutcomeTimeout},
+		{awstest.FaultCutBody, OutcomeCut}, // cut on every attempt: still fails
 	} {
 		t.Run(string(tc.fault), func(t *testing.T) {
 			f := setup(t, "us-east", "  poll_all: false\n  nsm: false\n  cloudwatch: false\n")
@@ -593,3 +613,91 @@ func TestRunKeepsServicesIndependent(t *testing.T) {
 		t.Fatalf("%d warnings for one lasting failure, want 1", n)
 	}
 }
+
+// TestCutResponseIsRetried: the real SDK against a server that answers
+// 200 OK, sends part of the body and closes the connection (what "use of
+// closed network connection" / "unexpected EOF" after a 200 are). Every
+// call the pollers make is read-only, so the read is retried: one cut per
+// operation costs one extra attempt, counted as connection_closed, never
+// a failed poll and never malformed_response.
+func TestCutResponseIsRetried(t *testing.T) {
+	f := setup(t, "us-east", "  poll_all: false\n")
+	ops := []string{
+		awstest.DirectConnect + "/DescribeConnections", awstest.DirectConnect + "/DescribeVirtualInterfaces",
+		awstest.NSM + "/ListMonitors", awstest.NSM + "/GetMonitor",
+		awstest.CloudWatch + "/ListMetrics", awstest.CloudWatch + "/GetMetricData",
+	}
+	for _, op := range ops {
+		f.srv.SetFault(op, awstest.FaultCutBody, 1)
+	}
+	f.poller.PollOnce(context.Background())
+	s := f.poller.Snapshot()
+	for _, name := range []string{ServiceDX, ServiceNSM, ServiceCloudWatch} {
+		if src := source(s, name); src == nil || !src.Up {
+			t.Errorf("%s: %+v after one cut answer per operation, want up (retried)", name, src)
+		}
+	}
+	if len(s.VIFs) != 2 || len(s.Probes) != 2 || len(s.Metrics) == 0 {
+		t.Errorf("snapshot: %d VIFs, %d NSM probes, %d datapoints", len(s.VIFs), len(s.Probes), len(s.Metrics))
+	}
+	counts := map[string]map[string]uint64{}
+	for _, r := range s.Requests {
+		k := r.Service + "/" + r.Operation
+		if counts[k] == nil {
+			counts[k] = map[string]uint64{}
+		}
+		counts[k][r.Outcome] += r.Count
+	}
+	service := map[string]string{awstest.DirectConnect: ServiceDX, awstest.NSM: ServiceNSM, awstest.CloudWatch: ServiceCloudWatch}
+	for _, op := range ops {
+		svc, name, _ := strings.Cut(op, "/")
+		c := counts[service[svc]+"/"+name]
+		if c[OutcomeCut] != 1 || c[OutcomeSuccess] == 0 || c[OutcomeMalformed] != 0 {
+			t.Errorf("%s attempts by outcome %v, want 1 connection_closed then success", op, c)
+		}
+	}
+	if n := f.logs.FilterMessage("AWS polling failed; will retry with backoff").Len(); n != 0 {
+		t.Errorf("%d polling failures logged for retried cut answers", n)
+	}
+}
+
+// TestCutResponseClassification: the shapes the transport produces for an
+// answer cut after its headers, including the one reported from production
+// ("deserialization failed, failed to decode response body, read tcp …:
+// use of closed network connection"), are connection_closed and retryable
+// by the SDK's own standard retryer; a complete body that does not decode
+// stays malformed_response and is not retried.
+func TestCutResponseClassification(t *testing.T) {
+	retryer := retry.NewStandard()
+	read := func(err error) error {
+		_, e := (&cutBody{ReadCloser: io.NopCloser(errReader{err})}).Read(make([]byte, 8))
+		return e
+	}
+	for _, tc := range []struct {
+		name      string
+		err       error
+		outcome   string
+		retryable bool
+	}{
+		{"closed", &smithy.DeserializationError{Err: fmt.Errorf("failed to decode response body, %w",
+			read(&net.OpError{Op: "read", Net: "tcp", Err: net.ErrClosed}))}, OutcomeCut, true},
+		{"reset", &smithy.DeserializationError{Err: read(&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET})}, OutcomeCut, true},
+		{"eof", &smithy.DeserializationError{Err: read(io.ErrUnexpectedEOF)}, OutcomeCut, true},
+		{"complete but malformed", &smithy.DeserializationError{Err: fmt.Errorf("failed to decode response body, %w", io.ErrUnexpectedEOF)}, OutcomeMalformed, false},
+		{"canceled", &smithy.DeserializationError{Err: read(context.Canceled)}, OutcomeCanceled, false},
+	} {
+		if got := Classify(tc.err); got != tc.outcome {
+			t.Errorf("%s: Classify = %s, want %s (%v)", tc.name, got, tc.outcome, tc.err)
+		}
+		if got := retryer.IsErrorRetryable(tc.err); got != tc.retryable {
+			t.Errorf("%s: retryable %v, want %v", tc.name, got, tc.retryable)
+		}
+	}
+	if h := Hint(OutcomeCut); strings.Contains(h, "altering") || !strings.Contains(h, "retries") {
+		t.Errorf("hint for connection_closed: %q", h)
+	}
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }

@@ -66,10 +66,12 @@ func (m *mapper) vifSite(id string, tags map[string]string, connSite string) (si
 	return site, segment
 }
 
-// monitorSite maps an NSM monitor and one of its probes.
+// probeSite maps an NSM monitor and one of its probes: the site from the
+// explicit mapping or the monitor's tag, the segment from the probe's tag,
+// then the explicit mapping, then the monitor's tag.
 func (m *mapper) probeSite(monitor string, monitorTags, probeTags map[string]string) (site, segment string) {
 	r := m.explicit[monitor]
-	site, segment = r.Site, ""
+	site = r.Site
 	if site == "" {
 		site = monitorTags[m.siteTag]
 	}

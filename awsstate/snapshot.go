@@ -80,11 +80,11 @@ type MetricKind int
 // The kinds of datapoints; see docs/aws.md for the CloudWatch metric and
 // statistic behind each.
 const (
-	ConnBitsPerSecond MetricKind = iota
+	ConnBytesPerSecond MetricKind = iota
 	ConnPacketsPerSecond
 	ConnLightLevel
 	ConnErrors
-	VIFBitsPerSecond
+	VIFBytesPerSecond
 	VIFPacketsPerSecond
 	NSMRTT
 	NSMPacketLoss
@@ -92,15 +92,19 @@ const (
 )
 
 // Datapoint is the newest CloudWatch value of one series, already in base
-// units (bits/s, packets/s, dBm, seconds, ratio).
+// units (bytes/s — AWS/DX publishes bits/s —, packets/s, dBm, seconds,
+// ratio).
 type Datapoint struct {
 	Kind MetricKind
 	// Resource is the connection, VIF or probe ID; Monitor is set for NSM.
 	Resource, Monitor string
-	Direction         string // egress, ingress, tx, rx
-	Lane              string
-	Value             float64
-	Time              time.Time
+	// Site and Segment are the NSM probe's mapping (docs/aws.md), set for
+	// NSM datapoints only.
+	Site, Segment string
+	Direction     string // egress, ingress, tx, rx
+	Lane          string
+	Value         float64
+	Time          time.Time
 }
 
 // Source is the health of one service's polling across regions.

@@ -141,6 +141,9 @@ func Build(ctx context.Context, c *Client, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := b.knownPairs(ctx); err != nil {
+		return nil, err
+	}
 	for cs := o.From; cs.Before(o.To); cs = cs.Add(o.Chunk) {
 		ce := cs.Add(o.Chunk)
 		if ce.After(o.To) {

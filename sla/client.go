@@ -31,6 +31,11 @@ type Client struct {
 
 // NewClient checks the server URL; hc may be nil for http.DefaultClient.
 func NewClient(rawURL string, hc *http.Client) (*Client, error) {
+	if !strings.Contains(rawURL, "://") {
+		// "prometheus:9090" parses as scheme "prometheus", "10.0.0.1:9090"
+		// not at all: either way the scheme is what is missing.
+		return nil, fmt.Errorf("Prometheus URL %q has no scheme: add http:// (or https://), e.g. --prometheus.url=http://%s", rawURL, rawURL)
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("parsing Prometheus URL %q: %w", rawURL, err)
@@ -143,6 +148,18 @@ func (c *Client) MetricNames(ctx context.Context, match string, start, end time.
 	return names, nil
 }
 
+// SeriesLabels lists the label sets of the series matching the selector
+// that have samples between start and end (the series API reads only the
+// index: cheap even over months).
+func (c *Client) SeriesLabels(ctx context.Context, match string, start, end time.Time) ([]map[string]string, error) {
+	form := url.Values{"match[]": {match}, "start": {formatTime(start)}, "end": {formatTime(end)}}
+	var sets []map[string]string
+	if err := c.call(ctx, http.MethodGet, "/api/v1/series", form, match, &sets); err != nil {
+		return nil, err
+	}
+	return sets, nil
+}
+
 // call sends a form (POSTed where the API allows it: queries can be long)
 // and decodes the data field, turning each way of failing into a message
 // that says what to check.
@@ -179,6 +196,22 @@ func (c *Client) call(ctx context.Context, method, path string, form url.Values,
 	}
 	var r apiResponse
 	if err := json.Unmarshal(raw, &r); err != nil {
+		switch resp.StatusCode {
+		case http.StatusServiceUnavailable:
+			// What Prometheus answers while it starts up (replaying its
+			// WAL) or shuts down (X-Prometheus-Stopping says which): the
+			// URL is right, the server is not ready.
+			state := "starting up, shutting down or overloaded"
+			switch resp.Header.Get("X-Prometheus-Stopping") {
+			case "true":
+				state = "shutting down"
+			case "false":
+				state = "starting up (not ready yet)"
+			}
+			return fmt.Errorf("Prometheus at %s answered %s: it is %s; try again once %s/-/ready answers 200", c.base, resp.Status, state, c.base)
+		case http.StatusBadGateway, http.StatusGatewayTimeout:
+			return fmt.Errorf("Prometheus at %s answered %s: a proxy in front of it could not reach it (is Prometheus running?)", c.base, resp.Status)
+		}
 		return fmt.Errorf("Prometheus at %s answered %s with something that is not the Prometheus API (%.80q): is --prometheus.url right?", c.base, resp.Status, raw)
 	}
 	if r.Status != "success" {

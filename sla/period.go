@@ -7,8 +7,14 @@ import (
 
 // ParsePeriod turns --month or --from/--to into [from, to) in UTC.
 // month is YYYY-MM; from and to take RFC 3339, "YYYY-MM-DDTHH:MM" or
-// "YYYY-MM-DD" (UTC); to defaults to now.
+// "YYYY-MM-DD" (UTC); to defaults to now. A period that starts after now
+// is refused (a flag error: there is nothing to report yet); one that ends
+// after now is cut at now by Build.
 func ParsePeriod(month, from, to string, now time.Time) (time.Time, time.Time, error) {
+	now = now.UTC().Truncate(time.Minute)
+	notYet := func(what string) error {
+		return fmt.Errorf("%s has not started yet (it is %s UTC now): there is nothing to report", what, now.Format("2006-01-02 15:04"))
+	}
 	switch {
 	case month != "" && (from != "" || to != ""):
 		return time.Time{}, time.Time{}, fmt.Errorf("give either --month or --from/--to, not both")
@@ -16,6 +22,9 @@ func ParsePeriod(month, from, to string, now time.Time) (time.Time, time.Time, e
 		m, err := time.Parse("2006-01", month)
 		if err != nil {
 			return time.Time{}, time.Time{}, fmt.Errorf("--month %q: want a month such as 2026-10", month)
+		}
+		if !m.Before(now) {
+			return time.Time{}, time.Time{}, notYet("--month " + month)
 		}
 		return m, m.AddDate(0, 1, 0), nil
 	case from == "":
@@ -25,7 +34,10 @@ func ParsePeriod(month, from, to string, now time.Time) (time.Time, time.Time, e
 	if err != nil {
 		return time.Time{}, time.Time{}, fmt.Errorf("--from: %w", err)
 	}
-	t := now.UTC().Truncate(time.Minute)
+	if !f.Before(now) {
+		return time.Time{}, time.Time{}, notYet("--from " + f.Format(time.RFC3339))
+	}
+	t := now
 	if to != "" {
 		if t, err = parseWhen(to); err != nil {
 			return time.Time{}, time.Time{}, fmt.Errorf("--to: %w", err)

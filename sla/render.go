@@ -22,9 +22,23 @@ func Render(w io.Writer, r *Report, format string) error {
 	case "csv":
 		return renderCSV(w, r)
 	case "json":
+		// Lists are [] when empty, never null: readers iterate them.
+		c := *r
+		if c.Notes == nil {
+			c.Notes = []string{}
+		}
+		if c.Pairs == nil {
+			c.Pairs = []*Pair{}
+		}
+		if c.AWSPaths == nil {
+			c.AWSPaths = []string{}
+		}
+		if c.Comparisons == nil {
+			c.Comparisons = []*Comparison{}
+		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		return enc.Encode(&c)
 	case "html":
 		return renderHTML(w, r)
 	}

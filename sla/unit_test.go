@@ -46,7 +46,10 @@ func TestParsePeriod(t *testing.T) {
 		err             string
 	}{
 		{month: "2026-10", want: [2]string{"2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"}},
-		{month: "2026-12", want: [2]string{"2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z"}},
+		{month: "2026-11", want: [2]string{"2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"}}, // Build cuts it at now
+		{month: "2026-12", err: "--month 2026-12 has not started yet"},
+		{from: "2026-11-26T02:05", err: "has not started yet"},
+		{from: "2026-11-26T02:04", want: [2]string{"2026-11-26T02:04:00Z", "2026-11-26T02:05:00Z"}},
 		{from: "2026-11-01", want: [2]string{"2026-11-01T00:00:00Z", "2026-11-26T02:05:00Z"}},
 		{from: "2026-11-01T08:00", to: "2026-11-02T00:00:00+01:00", want: [2]string{"2026-11-01T08:00:00Z", "2026-11-01T23:00:00Z"}},
 		{month: "2026-10", from: "2026-10-01", err: "either --month or --from/--to"},

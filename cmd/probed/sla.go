@@ -53,6 +53,9 @@ func slaReport(ctx context.Context, stdout, stderr io.Writer, f *slaFlags, now t
 	if err != nil {
 		return fail(exitConfig, "%v", err)
 	}
+	if err := sla.ValidateMatch(f.match); err != nil {
+		return fail(exitConfig, "%v", err)
+	}
 	var objectives *config.SLAConfig
 	if f.cfgFile != "" {
 		cfg, err := config.Load(f.cfgFile)

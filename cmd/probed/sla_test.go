@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +33,24 @@ func TestSLACommandErrors(t *testing.T) {
 	os.WriteFile(badClient, []byte("basic_auth:\n  usr: x\n"), 0o644)
 	out := filepath.Join(dir, "report.html")
 	now := time.Date(2026, 11, 26, 2, 0, 0, 0, time.UTC)
+	// What Prometheus answers while it starts up or shuts down
+	// (web.Handler.testReady): 503, a plain-text body, and
+	// X-Prometheus-Stopping saying which.
+	stopping := func(state string) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Prometheus-Stopping", state)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, "Service Unavailable")
+		})}
+		go srv.Serve(l)
+		t.Cleanup(func() { srv.Close() })
+		return "http://" + l.Addr().String()
+	}
+	shuttingDown, startingUp := stopping("true"), stopping("false")
 	for _, c := range []struct {
 		name string
 		f    slaFlags
@@ -42,7 +61,15 @@ func TestSLACommandErrors(t *testing.T) {
 		{"bad month", slaFlags{promURL: closed, month: "2026-1"}, 2, `--month "2026-1"`},
 		{"bad objective", slaFlags{promURL: closed, month: "2026-10", cfgFile: badMesh}, 2, "mesh.yaml:5:11: sla.defaults.loss: loss is a percentage from 0 to 100, got 150"},
 		{"bad client file", slaFlags{promURL: closed, month: "2026-10", promCfg: badClient}, 2, "client.yml"},
-		{"bad url", slaFlags{promURL: "localhost:9090", month: "2026-10"}, 2, "must look like http://host:9090"},
+		{"url without scheme", slaFlags{promURL: "localhost:9090", month: "2026-10"}, 2, `has no scheme: add http://`},
+		{"address without scheme", slaFlags{promURL: "10.0.0.1:9090", month: "2026-10"}, 2, `add http:// (or https://), e.g. --prometheus.url=http://10.0.0.1:9090`},
+		{"bad scheme", slaFlags{promURL: "ftp://prom:9090", month: "2026-10"}, 2, "must look like http://host:9090"},
+		{"future month", slaFlags{promURL: closed, month: "2026-12"}, 2, "--month 2026-12 has not started yet"},
+		{"future from", slaFlags{promURL: closed, from: "2026-11-27"}, 2, "--from 2026-11-27T00:00:00Z has not started yet"},
+		{"bad match", slaFlags{promURL: closed, month: "2026-10", match: `source_site=us-east`}, 2, `--query.match "source_site=us-east" is not a list of label matchers`},
+		{"match breaking out of the selector", slaFlags{promURL: closed, month: "2026-10", match: `a="b"} or vector(1) or {a="b"`}, 2, "--query.match"},
+		{"shutting down", slaFlags{promURL: shuttingDown, month: "2026-10", timeout: 5 * time.Second}, 1, "answered 503 Service Unavailable: it is shutting down; try again once"},
+		{"starting up", slaFlags{promURL: startingUp, month: "2026-10", timeout: 5 * time.Second}, 1, "it is starting up (not ready yet)"},
 		{"unreachable", slaFlags{promURL: closed, month: "2026-10", output: out, format: "html", timeout: 5 * time.Second}, 1, "is unreachable"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -50,6 +77,10 @@ func TestSLACommandErrors(t *testing.T) {
 			code := slaReport(context.Background(), &stdout, &stderr, &c.f, now)
 			if code != c.code || !strings.Contains(stderr.String(), c.want) {
 				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, stderr.String(), c.code, c.want)
+			}
+			// Only a URL that reaches no Prometheus API may be blamed.
+			if c.code == 1 && !strings.Contains(c.name, "unreachable") && strings.Contains(stderr.String(), "--prometheus.url right") {
+				t.Errorf("blames the URL: %q", stderr.String())
 			}
 			if stdout.Len() > 0 {
 				t.Errorf("wrote a report on failure: %q", stdout.String())

@@ -47,17 +47,17 @@ func New() *Collector {
 		bgpUp: desc("probed_dx_bgp_peer_up", "1 when the BGP session (bgpStatus) is up, 0 when down or unknown; absent while polling its region fails.",
 			"vif_id", "bgp_peer_id", "address_family", "peer_address", "site", "segment"),
 		bgpStatus: desc("probed_dx_bgp_peer_status", "The BGP peer's bgpStatus (value 1); status=\"unknown\" also while polling its region fails.", "vif_id", "bgp_peer_id", "status"),
-		connBps:   desc("probed_dx_connection_bits_per_second", "Connection bit rate (CloudWatch AWS/DX ConnectionBps*, 1-minute average).", "connection_id", "direction"),
-		vifBps:    desc("probed_dx_vif_bits_per_second", "Virtual interface bit rate (CloudWatch AWS/DX VirtualInterfaceBps*, 1-minute average).", "vif_id", "direction"),
+		connBps:   desc("probed_dx_connection_bytes_per_second", "Connection data rate in bytes per second (CloudWatch AWS/DX ConnectionBps*, 1-minute average, bits divided by 8).", "connection_id", "direction"),
+		vifBps:    desc("probed_dx_vif_bytes_per_second", "Virtual interface data rate in bytes per second (CloudWatch AWS/DX VirtualInterfaceBps*, 1-minute average, bits divided by 8).", "vif_id", "direction"),
 		connPps:   desc("probed_dx_connection_packets_per_second", "Connection packet rate (CloudWatch AWS/DX ConnectionPps*, 1-minute average).", "connection_id", "direction"),
 		vifPps:    desc("probed_dx_vif_packets_per_second", "Virtual interface packet rate (CloudWatch AWS/DX VirtualInterfacePps*, 1-minute average).", "vif_id", "direction"),
 		light:     desc("probed_dx_connection_light_level_dbm", "Optical power in dBm (CloudWatch AWS/DX ConnectionLightLevelTx/Rx); lane is empty for single-lane optics.", "connection_id", "direction", "lane"),
 		errs:      desc("probed_dx_connection_errors", "MAC-level errors (CRC included) in the newest minute (CloudWatch AWS/DX ConnectionErrorCount, Sum).", "connection_id"),
-		nsmInfo: desc("probed_nsm_probe_info", "Network Synthetic Monitor probe attributes (value 1).", "monitor", "probe_id", "source_arn", "destination", "port",
+		nsmInfo: desc("probed_nsm_probe_info", "Network Synthetic Monitor probe attributes (value 1).", "monitor", "probe_id", "site", "segment", "source_arn", "destination", "port",
 			"protocol", "packet_size", "state"),
-		nsmRTT:            desc("probed_nsm_rtt_seconds", "NSM round-trip time (CloudWatch AWS/NetworkMonitor RTT, converted from microseconds).", "monitor", "probe_id"),
-		nsmLoss:           desc("probed_nsm_packet_loss_ratio", "NSM packet loss (CloudWatch AWS/NetworkMonitor PacketLoss, converted from percent).", "monitor", "probe_id"),
-		nsmHealth:         desc("probed_nsm_health_indicator", "AWS Network Health Indicator: 1 when AWS reports degradation on its side.", "monitor", "probe_id"),
+		nsmRTT:            desc("probed_nsm_rtt_seconds", "NSM round-trip time (CloudWatch AWS/NetworkMonitor RTT, converted from microseconds).", "monitor", "probe_id", "site", "segment"),
+		nsmLoss:           desc("probed_nsm_packet_loss_ratio", "NSM packet loss (CloudWatch AWS/NetworkMonitor PacketLoss, converted from percent).", "monitor", "probe_id", "site", "segment"),
+		nsmHealth:         desc("probed_nsm_health_indicator", "AWS Network Health Indicator: 1 when AWS reports degradation on its side.", "monitor", "probe_id", "site", "segment"),
 		requests:          desc("probed_aws_api_requests_total", "AWS API requests, every attempt counted, by outcome.", "service", "operation", "outcome"),
 		lastSuccess:       desc("probed_aws_last_success_timestamp_seconds", "When every region of the source last polled successfully (the oldest region's success).", "source"),
 		up:                desc("probed_aws_up", "1 when the newest poll of every region of the source succeeded.", "source"),
@@ -136,16 +136,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		if pr.Port != 0 {
 			port = strconv.Itoa(pr.Port)
 		}
-		gauge(c.nsmInfo, 1, pr.Monitor, pr.ID, pr.SourceARN, pr.Destination, port, pr.Protocol,
+		gauge(c.nsmInfo, 1, pr.Monitor, pr.ID, pr.Site, pr.Segment, pr.SourceARN, pr.Destination, port, pr.Protocol,
 			strconv.Itoa(pr.PacketSize), strings.ToLower(pr.State))
 	}
 	for _, m := range s.Metrics {
 		switch m.Kind {
-		case awsstate.ConnBitsPerSecond:
+		case awsstate.ConnBytesPerSecond:
 			gauge(c.connBps, m.Value, m.Resource, m.Direction)
 		case awsstate.ConnPacketsPerSecond:
 			gauge(c.connPps, m.Value, m.Resource, m.Direction)
-		case awsstate.VIFBitsPerSecond:
+		case awsstate.VIFBytesPerSecond:
 			gauge(c.vifBps, m.Value, m.Resource, m.Direction)
 		case awsstate.VIFPacketsPerSecond:
 			gauge(c.vifPps, m.Value, m.Resource, m.Direction)
@@ -154,11 +154,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		case awsstate.ConnErrors:
 			gauge(c.errs, m.Value, m.Resource)
 		case awsstate.NSMRTT:
-			gauge(c.nsmRTT, m.Value, m.Monitor, m.Resource)
+			gauge(c.nsmRTT, m.Value, m.Monitor, m.Resource, m.Site, m.Segment)
 		case awsstate.NSMPacketLoss:
-			gauge(c.nsmLoss, m.Value, m.Monitor, m.Resource)
+			gauge(c.nsmLoss, m.Value, m.Monitor, m.Resource, m.Site, m.Segment)
 		case awsstate.NSMHealth:
-			gauge(c.nsmHealth, m.Value, m.Monitor, m.Resource)
+			gauge(c.nsmHealth, m.Value, m.Monitor, m.Resource, m.Site, m.Segment)
 		}
 	}
 	for _, r := range s.Requests {

@@ -18,6 +18,9 @@ import (
 const (
 	Forward = "forward" // sender to reflector
 	Reverse = "reverse" // reflector to sender
+	// Unknown is the direction of losses against a stateless reflector,
+	// which cannot be split (probed_stamp_lost_total only).
+	Unknown = "unknown"
 )
 
 // Metrics holds the STAMP metric families.
@@ -27,6 +30,7 @@ type Metrics struct {
 	rtt                    *prometheus.HistogramVec
 	owd, pdv, remarked     *prometheus.GaugeVec
 	unattributed, synced   *prometheus.GaugeVec
+	stateless              *prometheus.GaugeVec
 }
 
 // New registers the sender-side STAMP metrics on reg.
@@ -39,8 +43,12 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, labels),
 		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "probed_stamp_lost_total",
-			Help: "STAMP test packets lost, by direction: forward (never reached the reflector) or reverse (the reply was lost). Counted once a later reply tells which; see probed_stamp_unattributed_lost.",
+			Help: "STAMP test packets lost, by direction: forward (never reached the reflector), reverse (the reply was lost), or unknown (the reflector is stateless: see probed_stamp_reflector_stateless). Counted once a later reply tells which; see probed_stamp_unattributed_lost.",
 		}, withDir),
+		stateless: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "probed_stamp_reflector_stateless",
+			Help: "1 while the session's reflector looks stateless (every reply copied the sender's sequence number, no Direct Measurement counters): its losses are not split by direction (direction=\"unknown\"). 0 for a stateful reflector. Absent until the first reply.",
+		}, labels),
 		unattributed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "probed_stamp_unattributed_lost", Help: "STAMP test packets lost since the last reply, whose direction is not known yet (grows during an outage).",
 		}, labels),
@@ -54,7 +62,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "probed_stamp_late_replies_total", Help: "STAMP replies that arrived after their packet was counted lost.",
 		}, labels),
 		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "probed_stamp_errors_total", Help: "STAMP session errors by reason (send, receive, refused, malformed, auth, foreign_session).",
+			Name: "probed_stamp_errors_total", Help: "STAMP session errors by reason (send, receive, refused, malformed, auth, integrity, foreign_session, resolve, bind).",
 		}, append(append([]string{}, labels...), "reason")),
 		rtt: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:                            "probed_stamp_rtt_seconds",
@@ -80,7 +88,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "probed_stamp_clocks_synchronized", Help: "1 while both the local and the reflector's clock report synchronisation (one-way delays are exported only then).",
 		}, labels),
 	}
-	reg.MustRegister(m.sent, m.lost, m.unattributed, m.dup, m.reord, m.late, m.errs, m.rtt, m.owd, m.pdv, m.remarked, m.synced)
+	reg.MustRegister(m.sent, m.lost, m.unattributed, m.dup, m.reord, m.late, m.errs, m.rtt, m.owd, m.pdv, m.remarked, m.synced, m.stateless)
 	return m
 }
 
@@ -95,6 +103,7 @@ func (m *Metrics) Session(spec *config.ProbeSpec) *Session {
 		sent:         m.sent.WithLabelValues(lv...),
 		lostFwd:      m.lost.WithLabelValues(dir(Forward)...),
 		lostRev:      m.lost.WithLabelValues(dir(Reverse)...),
+		lostUnknown:  m.lost.WithLabelValues(dir(Unknown)...),
 		unattributed: m.unattributed.WithLabelValues(lv...),
 		dup:          m.dup.WithLabelValues(lv...),
 		reord:        m.reord.WithLabelValues(lv...),
@@ -118,6 +127,8 @@ func (m *Metrics) Forget(spec *config.ProbeSpec) {
 	}
 	m.unattributed.DeleteLabelValues(lv...)
 	m.synced.DeleteLabelValues(lv...)
+	m.stateless.DeleteLabelValues(lv...)
+	m.lost.DeleteLabelValues(append(append([]string{}, lv...), Unknown)...)
 	m.rtt.DeleteLabelValues(lv...)
 	for _, d := range []string{Forward, Reverse} {
 		dl := append(append([]string{}, lv...), d)
@@ -138,7 +149,9 @@ type Session struct {
 	lv []string
 
 	sent, lostFwd, lostRev, dup, reord, late prometheus.Counter
+	lostUnknown                              prometheus.Counter
 	unattributed, pdvFwd, pdvRev, synced     prometheus.Gauge
+	stateless                                prometheus.Gauge // created with the first reply
 	rtt                                      prometheus.Observer
 
 	// The one-way delay and remarking series come and go (only while
@@ -158,6 +171,10 @@ func (s *Session) Sent() { s.sent.Inc() }
 
 // Reply implements stamp.Observer.
 func (s *Session) Reply(r *stamp.Reply) {
+	if s.stateless == nil {
+		s.stateless = s.m.stateless.WithLabelValues(s.lv...)
+	}
+	s.stateless.Set(b2f(r.Stateless))
 	s.rtt.Observe(r.RTT.Seconds())
 	s.pdvFwd.Set(r.ForwardVariation.Seconds())
 	s.pdvRev.Set(r.ReverseVariation.Seconds())
@@ -206,6 +223,9 @@ func (s *Session) Lost(forward, reverse int) {
 	s.lostRev.Add(float64(reverse))
 }
 
+// LostUnknownDirection implements stamp.Observer.
+func (s *Session) LostUnknownDirection(n int) { s.lostUnknown.Add(float64(n)) }
+
 // Unattributed implements stamp.Observer.
 func (s *Session) Unattributed(n int) { s.unattributed.Set(float64(n)) }
 
@@ -235,8 +255,10 @@ type ReflectorCollector struct {
 	site  func() string
 	stats func() stamp.ReflectorStats
 
-	packets  *prometheus.Desc
-	sessions *prometheus.Desc
+	packets   *prometheus.Desc
+	sessions  *prometheus.Desc
+	integrity *prometheus.Desc
+	drops     *prometheus.Desc
 }
 
 // NewReflectorCollector exports stats (a Reflector's Stats method) under
@@ -246,10 +268,16 @@ func NewReflectorCollector(site func() string, stats func() stamp.ReflectorStats
 		site:  site,
 		stats: stats,
 		packets: prometheus.NewDesc("probed_stamp_reflector_packets_total",
-			"STAMP test packets the reflector read, by result: reflected, not_allowed (source not in the mesh or allow-list), rate_limited, malformed, auth_failed, send_error.",
+			"STAMP test packets the reflector read, by result: reflected, not_allowed (source not in the mesh or allow-list, when the socket filter did not drop it already), rate_limited, malformed, auth_failed, send_error.",
 			[]string{"site", "result"}, nil),
 		sessions: prometheus.NewDesc("probed_stamp_reflector_sessions",
 			"STAMP sessions the reflector keeps state for.", []string{"site"}, nil),
+		integrity: prometheus.NewDesc("probed_stamp_reflector_integrity_failures_total",
+			"Reflected STAMP test packets (authenticated mode) whose TLVs failed HMAC verification: answered with the I flag on every TLV, none of them processed (RFC 8972 section 4.8).",
+			[]string{"site"}, nil),
+		drops: prometheus.NewDesc("probed_stamp_reflector_socket_drops_total",
+			"Datagrams the kernel dropped on the reflector's sockets before it read them: from sources the allow-list does not name (refused by the socket filter: a flood shows here, not in probed_stamp_reflector_packets_total), or because the receive buffer was full. Counts from the reflector's (re)start.",
+			[]string{"site"}, nil),
 	}
 }
 
@@ -257,6 +285,8 @@ func NewReflectorCollector(site func() string, stats func() stamp.ReflectorStats
 func (c *ReflectorCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.packets
 	ch <- c.sessions
+	ch <- c.integrity
+	ch <- c.drops
 }
 
 // Collect implements prometheus.Collector.
@@ -273,4 +303,6 @@ func (c *ReflectorCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v.n), site, v.result)
 	}
 	ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(st.Sessions), site)
+	ch <- prometheus.MustNewConstMetric(c.integrity, prometheus.CounterValue, float64(st.IntegrityFailed), site)
+	ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(st.SocketDrops), site)
 }

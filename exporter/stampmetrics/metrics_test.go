@@ -59,6 +59,8 @@ func TestSessionSeries(t *testing.T) {
 	expectLines(t, out,
 		`probed_stamp_lost_total{direction="forward",`+lbl+`} 1`,
 		`probed_stamp_lost_total{direction="reverse",`+lbl+`} 0`,
+		`probed_stamp_lost_total{direction="unknown",`+lbl+`} 0`,
+		`probed_stamp_reflector_stateless{`+lbl+`} 0`,
 		`probed_stamp_one_way_delay_seconds{direction="forward",`+lbl+`} 0.03`,
 		`probed_stamp_one_way_delay_seconds{direction="reverse",`+lbl+`} 0.01`,
 		`probed_stamp_one_way_delay_variation_seconds{direction="forward",`+lbl+`} 0.002`,
@@ -79,6 +81,15 @@ func TestSessionSeries(t *testing.T) {
 	}
 	expectLines(t, out, `probed_stamp_clocks_synchronized{`+lbl+`} 0`)
 
+	// A stateless reflector: marked, and its losses have no direction.
+	s.Reply(&stamp.Reply{RTT: 40 * time.Millisecond, Stateless: true})
+	s.LostUnknownDirection(3)
+	expectLines(t, scrape(t, reg),
+		`probed_stamp_reflector_stateless{`+lbl+`} 1`,
+		`probed_stamp_lost_total{direction="unknown",`+lbl+`} 3`,
+		`probed_stamp_lost_total{direction="forward",`+lbl+`} 1`,
+	)
+
 	s.Error("send")
 	m.Forget(&spec)
 	if out := scrape(t, reg); strings.Contains(out, `target="10.79.7.1"`) {
@@ -89,9 +100,11 @@ func TestSessionSeries(t *testing.T) {
 func TestReflectorCollector(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(NewReflectorCollector(func() string { return "us-east" }, func() stamp.ReflectorStats {
-		return stamp.ReflectorStats{Reflected: 5, NotAllowed: 1000, Sessions: 2}
+		return stamp.ReflectorStats{Reflected: 5, NotAllowed: 1000, Sessions: 2, IntegrityFailed: 1, SocketDrops: 60000}
 	}))
 	expectLines(t, scrape(t, reg),
+		`probed_stamp_reflector_socket_drops_total{site="us-east"} 60000`,
+		`probed_stamp_reflector_integrity_failures_total{site="us-east"} 1`,
 		`probed_stamp_reflector_sessions{site="us-east"} 2`,
 		`probed_stamp_reflector_packets_total{result="not_allowed",site="us-east"} 1000`,
 		`probed_stamp_reflector_packets_total{result="reflected",site="us-east"} 5`,

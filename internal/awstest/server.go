@@ -50,6 +50,10 @@ const (
 	FaultMalformed    Fault = "malformed"
 	FaultServerError  Fault = "server-error"
 	FaultSlow         Fault = "slow" // hangs until the client gives up
+	// FaultCutBody answers 200 OK with a Content-Length, sends part of the
+	// body and closes the connection: the client's read of the body fails
+	// (unexpected EOF), as when a connection is torn down mid-response.
+	FaultCutBody Fault = "cut-body"
 )
 
 // knownRegions are the regions the server accepts; AWS has no endpoint for
@@ -142,7 +146,9 @@ func (s *Server) Close() error {
 }
 
 // SetFault makes the next count requests to service fail with f (count < 0:
-// until cleared with FaultNone).
+// until cleared with an empty fault). service may name one operation,
+// "service/Operation" (e.g. "monitoring/GetMetricData"); such a fault wins
+// over the service's.
 func (s *Server) SetFault(service string, f Fault, count int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -379,14 +385,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requests[c.service+"/"+c.op]++
 	s.regions[c.service+"/"+c.op+"/"+c.region]++
 	var fault Fault
-	if f := s.faults[c.service]; f != nil {
+	for _, key := range []string{c.service + "/" + c.op, c.service} {
+		f := s.faults[key]
+		if f == nil {
+			continue
+		}
 		fault = f.fault
 		if f.left > 0 {
 			f.left--
 			if f.left == 0 {
-				delete(s.faults, c.service)
+				delete(s.faults, key)
 			}
 		}
+		break
 	}
 	s.mu.Unlock()
 	if fault != "" {
@@ -447,6 +458,22 @@ func (s *Server) injectFault(c *call, f Fault) {
 		c.w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 		c.w.WriteHeader(http.StatusOK)
 		io.WriteString(c.w, `{"connections": [{"connectionId": "dxcon-`)
+	case FaultCutBody:
+		ctype, part := "application/x-amz-json-1.1", []byte(`{"connections": [{"connectionId": "dxcon-`)
+		switch c.service {
+		case CloudWatch:
+			c.w.Header().Set("Smithy-Protocol", "rpc-v2-cbor")
+			ctype, part = "application/cbor", []byte{0xbf, 0x71, 'M', 'e', 't'}
+		case NSM:
+			ctype, part = "application/json", []byte(`{"monitors": [{"monitorName": "sitelink-`)
+		}
+		c.w.Header().Set("Content-Type", ctype)
+		c.w.Header().Set("Content-Length", "4096")
+		c.w.WriteHeader(http.StatusOK)
+		c.w.Write(part)
+		http.NewResponseController(c.w).Flush()
+		// The server closes the connection without finishing the body.
+		panic(http.ErrAbortHandler)
 	case FaultSlow:
 		select {
 		case <-c.r.Context().Done():

@@ -7,6 +7,8 @@ import (
 
 // fakeSession drives a Sender's bookkeeping without sockets: packets are
 // "sent" at 10 ms steps and replies are built as the reflector would.
+// Packets are named by their index k (0 for the first): the sender
+// numbers them firstSeq+k on the wire.
 type fakeSession struct {
 	t    *testing.T
 	s    *Sender
@@ -33,15 +35,29 @@ func (f *fakeSession) sendN(n int) {
 	}
 }
 
-// reply delivers the reply to sender packet seq, which the reflector
-// numbered rseq (its own counter), arriving at 10 ms after sending + extra.
-func (f *fakeSession) reply(seq, rseq uint32, dm bool, extra time.Duration) {
+// reply delivers the reply to packet k, which a stateful reflector
+// numbered rseq (its own counter, from 0), arriving at 10 ms after sending
+// + extra. With dm the reflector also filled the Direct Measurement TLV.
+func (f *fakeSession) reply(k, rseq uint32, dm bool, extra time.Duration) {
+	f.replyAs(k, rseq, dm, extra)
+}
+
+// replyStateless delivers the reply of a stateless reflector to packet k:
+// it copies the sender's sequence number.
+func (f *fakeSession) replyStateless(k uint32) {
+	f.replyAs(k, firstSeq+k, false, 0)
+}
+
+func (f *fakeSession) replyAs(k, rseq uint32, dm bool, extra time.Duration) {
+	seq := firstSeq + k
 	t1 := f.base.Add(time.Duration(seq) * 10 * time.Millisecond)
 	rp := ReflectorPacket{Seq: rseq, SSID: f.s.SSID(), SenderSeq: seq, SenderTimestamp: ToNTP(t1),
 		ReceiveTimestamp: ToNTP(t1.Add(5 * time.Millisecond)), Timestamp: ToNTP(t1.Add(5 * time.Millisecond))}
 	pkt := rp.AppendReflector(nil, Unauthenticated)
 	if dm {
-		pkt = AppendDirectMeasurement(pkt, DirectMeasurement{SenderTx: seq + 1, ReflectorRx: rseq + 1, ReflectorTx: rseq + 1})
+		off := len(pkt)
+		pkt = AppendDirectMeasurement(pkt, DirectMeasurement{SenderTx: k + 1, ReflectorRx: rseq + 1, ReflectorTx: rseq + 1})
+		pkt[off] = 0 // processed by the reflector: U cleared
 	}
 	f.s.handleReply(pkt, &rxMeta{}, t1.Add(10*time.Millisecond+extra))
 }
@@ -159,5 +175,69 @@ func TestReflectorRestart(t *testing.T) {
 	f.settle()
 	if f.rec.fwd+f.rec.rev != 2 || f.rec.rev < 1 {
 		t.Errorf("after a restart: forward %d reverse %d; want the second loss reverse", f.rec.fwd, f.rec.rev)
+	}
+}
+
+// TestStatelessReflector: a stateless reflector copies the sender's
+// sequence number (RFC 8762 section 4.3), so its replies say nothing about
+// what it received: packets lost against it have no direction. The
+// classification comes from the first reply, since the sender numbers from
+// 1 and a stateful reflector from 0.
+func TestStatelessReflector(t *testing.T) {
+	f := newFakeSession(t, false)
+	f.sendN(10)
+	f.replyStateless(0)
+	f.replyStateless(1)
+	// 2 and 3 lost (forward or back: nobody can tell)
+	for k := uint32(4); k < 10; k++ {
+		f.replyStateless(k)
+	}
+	f.settle()
+	r := f.rec
+	if r.unknown != 2 || r.fwd != 0 || r.rev != 0 || r.statelessReplies != 8 || r.replies != 8 {
+		t.Errorf("stateless: unknown %d forward %d reverse %d, %d of %d replies marked stateless; want 2, 0, 0, 8 of 8",
+			r.unknown, r.fwd, r.rev, r.statelessReplies, r.replies)
+	}
+
+	// A stateful reflector (its own counter from 0, no Direct Measurement)
+	// is known as such from its first reply.
+	f = newFakeSession(t, false)
+	f.sendN(4)
+	f.reply(0, 0, false, 0)
+	f.reply(2, 1, false, 0) // 1 lost on the way out: the reflector's 2nd packet
+	f.reply(3, 2, false, 0)
+	f.settle()
+	if f.rec.statelessReplies != 0 || f.rec.unknown != 0 || f.rec.fwd != 1 {
+		t.Errorf("stateful: %d stateless replies, unknown %d, forward %d reverse %d", f.rec.statelessReplies, f.rec.unknown, f.rec.fwd, f.rec.rev)
+	}
+
+	// A reflector that copies our sequence number but counts in the
+	// Direct Measurement TLV splits loss by its counters.
+	f = newFakeSession(t, true)
+	f.sendN(4)
+	f.replyAs(0, firstSeq+0, true, 0)
+	f.replyAs(2, firstSeq+2, true, 0) // DM: 2nd packet received, so 1 was lost on the way out
+	f.replyAs(3, firstSeq+3, true, 0)
+	f.settle()
+	if f.rec.statelessReplies != 0 || f.rec.unknown != 0 || f.rec.fwd+f.rec.rev != 1 {
+		t.Errorf("copying reflector with counters: %d stateless replies, unknown %d, forward %d reverse %d",
+			f.rec.statelessReplies, f.rec.unknown, f.rec.fwd, f.rec.rev)
+	}
+
+	// A stateful reflector whose counter starts at 1 looks stateless until
+	// a forward loss makes its numbering diverge; from then on it is
+	// stateful (sticky), and that loss is split correctly.
+	f = newFakeSession(t, false)
+	f.sendN(6)
+	f.reply(0, 1, false, 0) // copies-looking: sender seq 1, reflector 1
+	f.reply(1, 2, false, 0)
+	// 2 lost forward: the reflector's counter stays at 3 for packet 3
+	f.reply(3, 3, false, 0)
+	f.reply(4, 4, false, 0) // equal numbers again, but it is known stateful now
+	f.reply(5, 5, false, 0)
+	f.settle()
+	if f.rec.statelessReplies != 2 || f.rec.fwd != 1 || f.rec.rev != 0 || f.rec.unknown != 0 {
+		t.Errorf("counter from 1: %d stateless replies (want the first 2), forward %d reverse %d unknown %d; want 1, 0, 0",
+			f.rec.statelessReplies, f.rec.fwd, f.rec.rev, f.rec.unknown)
 	}
 }

@@ -55,6 +55,7 @@ func BenchmarkSenderHandleReply(b *testing.B) {
 	pkt := rp.AppendReflector(nil, Unauthenticated)
 	pkt = AppendCoS(pkt, CoS{DSCP1: 46, DSCP2: 46})
 	pkt = AppendDirectMeasurement(pkt, DirectMeasurement{SenderTx: 1, ReflectorRx: 1, ReflectorTx: 1})
+	pkt[BaseLen], pkt[BaseLen+TLVHeaderLen+cosLen] = 0, 0 // processed by the reflector: U cleared
 	meta := rxMeta{tos: 0xb8, hasTOS: true}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -189,6 +189,13 @@ func startRelay(t *testing.T, l *lab, fwdTOS, revTOS int, seed uint64) *relay {
 func labSession(t *testing.T, l *lab, reflClock, sendClock ClockState, cfg SenderConfig, n int, during func(i int)) *recorder {
 	t.Helper()
 	startReflector(t, l.b, "udp4", "127.0.0.1:862", ReflectorConfig{Allow: allow(t, "127.0.0.1"), Clock: reflClock})
+	return labSender(t, l, sendClock, cfg, n, during)
+}
+
+// labSender runs a sender in a through the relay to whatever reflector
+// listens on 127.0.0.1:862 in b, until n packets are sent and resolved.
+func labSender(t *testing.T, l *lab, sendClock ClockState, cfg SenderConfig, n int, during func(i int)) *recorder {
+	t.Helper()
 	cfg.Target, cfg.Port, cfg.Clock = "10.88.0.2", 7862, sendClock
 	rec := newRecorder()
 	cfg.Observer = rec
@@ -280,6 +287,52 @@ func TestLabAsymmetricLoss(t *testing.T) {
 				if float64(d.got) < lo || float64(d.got) > hi {
 					t.Errorf("%s: %d lost of %d, outside the 99.9%% binomial interval [%.0f, %.0f] for p=%g", d.dir, d.got, resolved, lo, hi, d.p)
 				}
+			}
+		})
+	}
+}
+
+// TestLabStatelessReflector: 5% loss on the way out to an independent
+// reflector (rfcpeer_test.go) that keeps no Direct Measurement counters.
+// A stateful one numbers its replies itself, and the loss is found forward.
+// A stateless one copies the sender's sequence number (RFC 8762 section
+// 4.3): the direction cannot be known, so the loss is counted with
+// direction unknown and the session is marked stateless - never as reverse
+// loss, which is what a sender reading its copied numbers would conclude.
+func TestLabStatelessReflector(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, tc := range []struct {
+		name      string
+		stateless bool
+	}{{"stateful", false}, {"stateless", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLab(t)
+			rl := startRelay(t, l, 0, 0, 8972)
+			rl.fwd.setLoss(0.05)
+			startRFCReflector(t, l.b, "127.0.0.1:862", &rfcReflector{stateless: tc.stateless, tlvs: true})
+			const n = 1000
+			rec := labSender(t, l, FixedClock{}, SenderConfig{Interval: time.Millisecond, Timeout: 200 * time.Millisecond}, n, nil)
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			fd, rd := int(rl.fwd.drops.Load()), int(rl.rev.drops.Load())
+			resolved := rec.replies + rec.fwd + rec.rev + rec.unknown + rec.unattributed
+			t.Logf("sent %d resolved %d replies %d (%d marked stateless): lost forward %d reverse %d unknown %d unattributed %d; relay dropped %d forward, %d reverse",
+				rec.sent, resolved, rec.replies, rec.statelessReplies, rec.fwd, rec.rev, rec.unknown, rec.unattributed, fd, rd)
+			if resolved < n || fd < 20 || rd != 0 {
+				t.Fatalf("resolved %d of %d, relay drops %d/%d", resolved, rec.sent, fd, rd)
+			}
+			// Every loss counted is one the relay made; only drops among
+			// the packets unresolved at the end may be missing.
+			slack := rec.sent - resolved + rec.unattributed
+			lost, other := rec.fwd, rec.rev+rec.unknown
+			if tc.stateless {
+				lost, other = rec.unknown, rec.fwd+rec.rev
+			}
+			if lost > fd || lost < fd-slack || other != 0 {
+				t.Errorf("relay dropped %d forward: counted forward %d reverse %d unknown %d", fd, rec.fwd, rec.rev, rec.unknown)
+			}
+			if want := map[bool]int{true: rec.replies, false: 0}[tc.stateless]; rec.statelessReplies != want {
+				t.Errorf("%d of %d replies marked stateless, want %d", rec.statelessReplies, rec.replies, want)
 			}
 		})
 	}

@@ -36,6 +36,12 @@ type Reply struct {
 	// SenderTTL is the TTL/hop limit the reflector saw (0 when it did not
 	// say); senders use 255, so 255-SenderTTL is the forward hop count.
 	SenderTTL uint8
+
+	// Stateless is set while the reflector looks stateless: every reply
+	// so far copied the sender's sequence number and none carried Direct
+	// Measurement counters. Its losses cannot be split by direction and
+	// are reported with LostUnknownDirection.
+	Stateless bool
 }
 
 // Observer receives a sender's measurements. Methods are called from the
@@ -48,6 +54,9 @@ type Observer interface {
 	// Lost attributes lost packets to a direction, once a later reply has
 	// told how many of them reached the reflector.
 	Lost(forward, reverse int)
+	// LostUnknownDirection counts lost packets whose direction cannot be
+	// known: the reflector is stateless (Reply.Stateless).
+	LostUnknownDirection(n int)
 	// Unattributed is the number of packets lost since the last reply,
 	// whose direction is not known yet (e.g. during an outage).
 	Unattributed(n int)
@@ -59,18 +68,25 @@ type Observer interface {
 	// Late is called for a reply that arrives after its packet was
 	// declared lost (or that matches no packet in flight).
 	Late()
-	// Error counts a failure by reason (send, receive, malformed, auth).
+	// Error counts a failure by reason: send, receive, refused, malformed,
+	// auth (a reply's base packet failed HMAC verification: dropped),
+	// integrity (the TLVs of a reply failed verification, or the
+	// reflector flagged ours with I: the TLVs are ignored, the reply
+	// counts), foreign_session.
 	Error(reason string)
 }
 
 // NopObserver ignores everything (embed it to implement part of Observer).
 type NopObserver struct{}
 
-func (NopObserver) Sent()            {}
-func (NopObserver) Reply(*Reply)     {}
-func (NopObserver) Lost(int, int)    {}
-func (NopObserver) Unattributed(int) {}
-func (NopObserver) Duplicate()       {}
-func (NopObserver) Reordered()       {}
-func (NopObserver) Late()            {}
-func (NopObserver) Error(string)     {}
+func (NopObserver) Sent()         {}
+func (NopObserver) Reply(*Reply)  {}
+func (NopObserver) Lost(int, int) {}
+
+// LostUnknownDirection implements Observer.
+func (NopObserver) LostUnknownDirection(int) {}
+func (NopObserver) Unattributed(int)         {}
+func (NopObserver) Duplicate()               {}
+func (NopObserver) Reordered()               {}
+func (NopObserver) Late()                    {}
+func (NopObserver) Error(string)             {}

@@ -223,21 +223,25 @@ func TestTLVs(t *testing.T) {
 	if !ok || c != (CoS{DSCP1: 46, DSCP2: 10, ECN: 2, RP: 1}) {
 		t.Errorf("CoS decoded as %+v", c)
 	}
-	if enc := AppendCoS(nil, c); !bytes.Equal(enc, cos) {
-		t.Errorf("CoS encoded as %x, want %x", enc, cos)
+	// The TLVs above are as a reflector returns them (flags 0: processed);
+	// a sender sends them with U set (RFC 8972 section 4: "A
+	// Session-Sender MUST set the U flag to 1").
+	withU := func(b []byte) []byte { b = bytes.Clone(b); b[0] = 0x80; return b }
+	if enc := AppendCoS(nil, c); !bytes.Equal(enc, withU(cos)) {
+		t.Errorf("CoS encoded as %x, want %x", enc, withU(cos))
 	}
 	d, ok := ParseDirectMeasurement(got[1].Value)
 	if !ok || d != (DirectMeasurement{5, 4, 4}) {
 		t.Errorf("DM decoded as %+v", d)
 	}
-	if enc := AppendDirectMeasurement(nil, d); !bytes.Equal(enc, dm) {
-		t.Errorf("DM encoded as %x, want %x", enc, dm)
+	if enc := AppendDirectMeasurement(nil, d); !bytes.Equal(enc, withU(dm)) {
+		t.Errorf("DM encoded as %x, want %x", enc, withU(dm))
 	}
 	if got[2].Type != TLVExtraPadding || len(got[2].Value) != 4 || got[2].Off != 24 {
 		t.Errorf("padding TLV %+v", got[2])
 	}
-	if enc := AppendExtraPadding(nil, 8); !bytes.Equal(enc, pad) {
-		t.Errorf("padding encoded as %x, want %x", enc, pad)
+	if enc := AppendExtraPadding(nil, 8); !bytes.Equal(enc, withU(pad)) {
+		t.Errorf("padding encoded as %x, want %x", enc, withU(pad))
 	}
 	if got[3].Flags != FlagU || got[3].Type != 200 || len(got[3].Value) != 0 {
 		t.Errorf("unknown TLV %+v", got[3])
@@ -262,7 +266,7 @@ func TestHMACTLV(t *testing.T) {
 	m := hmac.New(sha256.New, testKey)
 	m.Write(pkt[0:4])
 	m.Write(pkt[AuthBaseLen:])
-	want := append(append(append([]byte(nil), pkt...), hexPacket(t, "00 08 0010")...), m.Sum(nil)[:16]...)
+	want := append(append(append([]byte(nil), pkt...), hexPacket(t, "80 08 0010")...), m.Sum(nil)[:16]...)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("HMAC TLV:\n got %x\nwant %x", got, want)
 	}

@@ -42,7 +42,15 @@ const (
 // ReflectorStats counts what a reflector did with the datagrams it read.
 type ReflectorStats struct {
 	Reflected, NotAllowed, RateLimited, Malformed, AuthFailed, SendErrors uint64
-	Sessions                                                              int
+	// IntegrityFailed counts reflected packets (also in Reflected) whose
+	// TLVs failed HMAC verification: answered with I on every TLV and none
+	// of them processed.
+	IntegrityFailed uint64
+	// SocketDrops counts datagrams the kernel dropped on the reflector's
+	// sockets before they were read: refused by the allow-list's socket
+	// filter, or dropped because a receive buffer was full.
+	SocketDrops uint64
+	Sessions    int
 }
 
 // Reflector is a stateful STAMP session-reflector (RFC 8762 section 4.3):
@@ -62,7 +70,14 @@ type Reflector struct {
 	lastSweep time.Time
 
 	reflected, notAllowed, rateLimited, malformed, authFailed, sendErrors atomic.Uint64
+	integrity                                                             atomic.Uint64
 	nSessions                                                             atomic.Int64
+
+	// The sockets being served, for the allow-list filter and the drop
+	// counters; closedDrops keeps the drops of sockets closed since.
+	connMu      sync.Mutex
+	conns       map[*net.UDPConn]struct{}
+	closedDrops uint64
 }
 
 type sessionKey struct {
@@ -95,27 +110,85 @@ func NewReflector(cfg ReflectorConfig) (*Reflector, error) {
 		cfg:      cfg,
 		sessions: map[sessionKey]*reflSession{},
 		limiter:  newRateLimiter(cfg.RateLimit, cfg.Burst, maxRateSources),
+		conns:    map[*net.UDPConn]struct{}{},
 	}
 	r.allow.Store(cfg.Allow)
 	return r, nil
 }
 
-// SetAllow replaces the allow-list (on reload); sessions are kept.
-func (r *Reflector) SetAllow(a *AllowList) { r.allow.Store(a) }
+// SetAllow replaces the allow-list (on reload); sessions are kept. The
+// sockets' filters follow.
+func (r *Reflector) SetAllow(a *AllowList) {
+	r.allow.Store(a)
+	r.connMu.Lock()
+	defer r.connMu.Unlock()
+	for c := range r.conns {
+		r.filter(c, a)
+	}
+}
+
+// filter puts the allow-list's socket filter on c (none when the list is
+// too long for one: the user-space check then does all the work).
+func (r *Reflector) filter(c *net.UDPConn, a *AllowList) {
+	v6 := false
+	if la, ok := c.LocalAddr().(*net.UDPAddr); ok {
+		v6 = la.IP.To4() == nil
+	}
+	prog, ok := allowFilter(a, v6)
+	if !ok {
+		prog = nil
+	}
+	_ = attachFilter(c, prog) // without a filter the user-space check still holds
+}
 
 // Stats returns the counters so far.
 func (r *Reflector) Stats() ReflectorStats {
+	r.connMu.Lock()
+	drops := r.closedDrops
+	for c := range r.conns {
+		if d, ok := socketDrops(c); ok {
+			drops += d
+		}
+	}
+	r.connMu.Unlock()
 	return ReflectorStats{
 		Reflected: r.reflected.Load(), NotAllowed: r.notAllowed.Load(), RateLimited: r.rateLimited.Load(),
 		Malformed: r.malformed.Load(), AuthFailed: r.authFailed.Load(), SendErrors: r.sendErrors.Load(),
-		Sessions: int(r.nSessions.Load()),
+		IntegrityFailed: r.integrity.Load(), SocketDrops: drops, Sessions: int(r.nSessions.Load()),
 	}
 }
+
+// track adds a socket being served and filters it; the returned func
+// removes it (call it while the socket is still open: it keeps its drop
+// count).
+func (r *Reflector) track(c *net.UDPConn) (untrack func()) {
+	r.connMu.Lock()
+	r.conns[c] = struct{}{}
+	r.filter(c, r.allow.Load())
+	r.connMu.Unlock()
+	return func() {
+		r.connMu.Lock()
+		defer r.connMu.Unlock()
+		if _, ok := r.conns[c]; !ok {
+			return
+		}
+		if d, ok := socketDrops(c); ok {
+			r.closedDrops += d
+		}
+		delete(r.conns, c)
+	}
+}
+
+// ReflectorRcvBuf is the receive buffer asked for reflector sockets (the
+// kernel doubles it for its bookkeeping): room for bursts of listed
+// sessions on a busy host. Without CAP_NET_ADMIN it is capped at
+// net.core.rmem_max.
+const ReflectorRcvBuf = 2 << 20
 
 // Listen opens a reflector socket on addr ("0.0.0.0:862", "[::]:862",
 // "10.79.1.1:862"); network is "udp4" or "udp6".
 func Listen(ctx context.Context, network, addr string) (*net.UDPConn, error) {
-	c, err := listenUDP(ctx, network, addr, sockOpts{v6: network == "udp6", tos: -1})
+	c, err := listenUDP(ctx, network, addr, sockOpts{v6: network == "udp6", tos: -1, rcvbuf: ReflectorRcvBuf})
 	if err != nil {
 		return nil, fmt.Errorf("listening for STAMP on %s %s: %w", network, addr, err)
 	}
@@ -125,8 +198,16 @@ func Listen(ctx context.Context, network, addr string) (*net.UDPConn, error) {
 // Serve answers test packets on conn until ctx ends or conn is closed. It
 // closes conn when ctx ends.
 func (r *Reflector) Serve(ctx context.Context, conn *net.UDPConn) error {
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
+	untrack := r.track(conn)
+	stop := context.AfterFunc(ctx, func() {
+		untrack()
+		conn.Close()
+	})
+	defer func() {
+		if stop() {
+			untrack() // conn closed by the caller, or a read error
+		}
+	}()
 	v6 := false
 	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok {
 		v6 = la.IP.To4() == nil
@@ -205,48 +286,13 @@ func (w *reflWorker) handle(pkt, oob []byte, src netip.AddrPort) {
 	// size too).
 	out := w.out[:len(pkt)]
 	copy(out, pkt)
+	res := w.processTLVs(pkt, out, base, rx, tx)
 	replyTOS := w.meta.tos &^ 3 // without CoS, answer in the class we were asked in
-	tlvs := out[base:]
-	rd := NewTLVReader(tlvs)
-	hmacOff := -1
-	for {
-		t, ok := rd.Next()
-		if !ok {
-			break
-		}
-		switch t.Type {
-		case TLVClassOfService:
-			c, ok := ParseCoS(t.Value)
-			if !ok {
-				tlvs[t.Off] |= FlagM
-				continue
-			}
-			c.DSCP2, c.ECN, c.RP = w.meta.tos>>2, w.meta.tos&3, 0
-			c.put(t.Value)
-			replyTOS = c.DSCP1 << 2
-		case TLVDirectMeasurement:
-			if len(t.Value) != dmLen {
-				tlvs[t.Off] |= FlagM
-				continue
-			}
-			binary.BigEndian.PutUint32(t.Value[4:], rx)
-			binary.BigEndian.PutUint32(t.Value[8:], tx)
-		case TLVExtraPadding:
-		case TLVHMAC:
-			if mode == Authenticated && len(t.Value) == hmacLen {
-				if !w.key.VerifyHMACTLV(pkt, base, t.Off) {
-					tlvs[t.Off] |= FlagI
-				}
-				hmacOff = t.Off
-			} else {
-				tlvs[t.Off] |= FlagU
-			}
-		default:
-			tlvs[t.Off] |= FlagU
-		}
+	if res.cos {
+		replyTOS = res.dscp1 << 2
 	}
-	if rd.Err() != nil && rd.Offset()+TLVHeaderLen <= len(tlvs) {
-		tlvs[rd.Offset()] |= FlagM
+	if res.integrity {
+		r.integrity.Add(1)
 	}
 	ttl := w.meta.ttl
 	if !w.meta.hasTTL {
@@ -266,9 +312,10 @@ func (w *reflWorker) handle(pkt, oob []byte, src netip.AddrPort) {
 	rp.Timestamp = ToNTP(time.Now()) // T3, as late as possible
 	rp.PutReflector(out, mode)
 	if mode == Authenticated {
-		if hmacOff >= 0 {
-			// Recompute over the TLVs as rewritten.
-			w.key.mac(out[base+hmacOff+TLVHeaderLen:], out[0:4], out[base:base+hmacOff])
+		if res.hmacOff >= 0 {
+			// Recompute over the reply's Sequence Number and the TLVs as
+			// rewritten (flags included).
+			w.key.SignHMACTLV(out, base, res.hmacOff)
 		}
 		w.key.SignBase(out)
 	}
@@ -277,6 +324,119 @@ func (w *reflWorker) handle(pkt, oob []byte, src netip.AddrPort) {
 		return
 	}
 	r.reflected.Add(1)
+}
+
+// tlvResult is what a test packet's TLVs asked of the reply.
+type tlvResult struct {
+	cos       bool  // a Class of Service TLV was honoured: reply with dscp1
+	dscp1     uint8 // the DSCP the sender asked for
+	hmacOff   int   // the HMAC TLV to re-sign in the reply, -1 for none
+	integrity bool  // authenticated mode: the TLVs failed verification
+}
+
+// processTLVs rewrites the TLVs of the reply in out (a copy of the received
+// pkt) as RFC 8972 section 4 asks, in order of appearance:
+//
+//   - authenticated mode: the TLVs are verified first (HMAC TLV present,
+//     last but for Extra Padding, matching). On failure none is processed
+//     (no CoS obeyed, no counters) and every TLV gets I (section 4.8);
+//   - a TLV understood and processed (Extra Padding, Class of Service,
+//     Direct Measurement, HMAC in authenticated mode) gets its U, M and I
+//     flags cleared; an unknown one (and the HMAC TLV without a key) gets U;
+//   - a malformed TLV (a length wrong for its type, or running past the
+//     packet) gets M, and processing stops there: the TLVs after it are
+//     returned as received (their U, set by the sender, says so).
+//
+// Reserved flag bits are zeroed on every TLV sent back.
+func (w *reflWorker) processTLVs(pkt, out []byte, base int, rx, tx uint32) tlvResult {
+	res := tlvResult{hmacOff: -1}
+	tlvs := out[base:]
+	if len(tlvs) == 0 {
+		return res
+	}
+	defer clearReservedFlags(tlvs)
+	mode := w.r.cfg.Mode
+	if mode == Authenticated {
+		off, ok := w.key.VerifyTLVs(pkt, base)
+		res.hmacOff = off
+		if !ok {
+			res.integrity = true
+			setFlagAll(tlvs, FlagI)
+			return res
+		}
+	}
+	rd := NewTLVReader(tlvs)
+	for {
+		t, ok := rd.Next()
+		if !ok {
+			break
+		}
+		f := &tlvs[t.Off]
+		switch t.Type {
+		case TLVExtraPadding:
+			*f = 0
+		case TLVClassOfService:
+			c, ok := ParseCoS(t.Value)
+			if !ok {
+				*f = FlagM
+				return res
+			}
+			c.DSCP2, c.ECN, c.RP = w.meta.tos>>2, w.meta.tos&3, 0
+			c.put(t.Value)
+			res.cos, res.dscp1 = true, c.DSCP1
+			*f = 0
+		case TLVDirectMeasurement:
+			if len(t.Value) != dmLen {
+				*f = FlagM
+				return res
+			}
+			binary.BigEndian.PutUint32(t.Value[4:], rx)
+			binary.BigEndian.PutUint32(t.Value[8:], tx)
+			*f = 0
+		case TLVHMAC:
+			if mode == Authenticated {
+				*f = 0 // verified above; re-signed once the reply is built
+			} else {
+				*f = FlagU // no key: cannot be checked
+			}
+		default:
+			*f = FlagU
+		}
+	}
+	if rd.Err() != nil && rd.Offset() < len(tlvs) {
+		tlvs[rd.Offset()] = FlagM
+	}
+	return res
+}
+
+// setFlagAll sets flag on every TLV of the area, a malformed last one too.
+func setFlagAll(tlvs []byte, flag uint8) {
+	rd := NewTLVReader(tlvs)
+	for {
+		t, ok := rd.Next()
+		if !ok {
+			break
+		}
+		tlvs[t.Off] |= flag
+	}
+	if rd.Err() != nil && rd.Offset() < len(tlvs) {
+		tlvs[rd.Offset()] |= flag
+	}
+}
+
+// clearReservedFlags zeroes the reserved flag bits of every TLV.
+func clearReservedFlags(tlvs []byte) {
+	rd := NewTLVReader(tlvs)
+	for {
+		t, ok := rd.Next()
+		if !ok {
+			break
+		}
+		tlvs[t.Off] &= flagsDefined
+	}
+	if rd.Err() != nil && rd.Offset() < len(tlvs) {
+		tlvs[rd.Offset()] &= flagsDefined
+	}
 }
 
 // session finds or creates the state of a session; r.mu is held.

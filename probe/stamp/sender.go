@@ -74,6 +74,10 @@ type Sender struct {
 	ring   []slot
 	next   uint32 // next sequence number to send
 	cursor uint32 // oldest sequence number not yet resolved
+	// Whether the reflector keeps per-session state that splits loss by
+	// direction: its own sequence counter or the Direct Measurement
+	// counters (see classify). Sticky once proven.
+	stateful bool
 	// Loss attribution state: the last replied packet the cursor passed,
 	// the highest reflector index seen, and the lost packets since.
 	prevJ, prevR uint32
@@ -120,6 +124,12 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 	s := &Sender{
 		cfg: cfg, ssid: ssid, obs: cfg.Observer,
 		key: cfg.Key.Clone(), rkey: cfg.Key.Clone(),
+		// The first packet is number 1, not 0: on the wire exactly as
+		// if packet 0 had been lost on the way out. A stateful reflector
+		// numbers from 0 what it receives, so its first reply carries
+		// a lower number than ours; a stateless one copies ours (RFC
+		// 8762 section 4.3). The first reply tells them apart.
+		next: firstSeq, cursor: firstSeq,
 		ring:    make([]slot, n),
 		prevJ:   ^uint32(0),
 		prevR:   ^uint32(0),
@@ -129,6 +139,9 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 	}
 	return s, nil
 }
+
+// firstSeq is the sequence number of a session's first test packet.
+const firstSeq = 1
 
 // SSID is the session identifier the sender uses.
 func (s *Sender) SSID() uint16 { return s.ssid }
@@ -249,7 +262,7 @@ func (s *Sender) send() {
 	p := SenderPacket{Seq: seq, Timestamp: ToNTP(t1), ErrorEstimate: ee, SSID: s.ssid}
 	b := p.AppendSender(s.sendBuf[:0], mode)
 	b = AppendCoS(b, CoS{DSCP1: s.cfg.TOS >> 2})
-	b = AppendDirectMeasurement(b, DirectMeasurement{SenderTx: seq + 1})
+	b = AppendDirectMeasurement(b, DirectMeasurement{SenderTx: seq - firstSeq + 1})
 	trailer := 0
 	if mode == Authenticated {
 		trailer = TLVHeaderLen + hmacLen
@@ -327,35 +340,7 @@ func (s *Sender) handleReply(pkt []byte, meta *rxMeta, t4 time.Time) {
 		s.obs.Error("foreign_session")
 		return
 	}
-	var cos CoS
-	var dm DirectMeasurement
-	hasCoS, hasDM := false, false
-	rd := NewTLVReader(pkt[base:])
-	for {
-		t, ok := rd.Next()
-		if !ok {
-			break
-		}
-		if t.Flags&(FlagU|FlagM) != 0 {
-			continue
-		}
-		switch t.Type {
-		case TLVClassOfService:
-			cos, hasCoS = ParseCoS(t.Value)
-		case TLVDirectMeasurement:
-			dm, hasDM = ParseDirectMeasurement(t.Value)
-		case TLVHMAC:
-			if mode == Authenticated && (t.Flags&FlagI != 0 || !s.rkey.VerifyHMACTLV(pkt, base, t.Off)) {
-				s.obs.Error("auth")
-				return
-			}
-		}
-	}
-	// A reflector that echoes TLVs without processing them (a plain RFC
-	// 8762 one) leaves our zero counters: then no TLV says anything.
-	if hasDM && dm.ReflectorRx == 0 {
-		hasDM, hasCoS = false, false
-	}
+	cos, hasCoS, dm, hasDM := s.replyTLVs(pkt, base)
 	localEE := s.cfg.Clock.ErrorEstimate()
 
 	s.mu.Lock()
@@ -379,9 +364,10 @@ func (s *Sender) handleReply(pkt []byte, meta *rxMeta, t4 time.Time) {
 	if hasDM {
 		sl.rIdx = dm.ReflectorRx - 1
 	}
+	s.classify(rp.Seq != rp.SenderSeq || hasDM)
 
 	r := &s.reply
-	*r = Reply{Seq: rp.SenderSeq, SenderTTL: rp.SenderTTL}
+	*r = Reply{Seq: rp.SenderSeq, SenderTTL: rp.SenderTTL, Stateless: !s.stateful}
 	t1 := ToNTP(sl.t1)
 	raw := t4.Sub(sl.t1)
 	dwell := rp.Timestamp.Sub(rp.ReceiveTimestamp)
@@ -409,6 +395,61 @@ func (s *Sender) handleReply(pkt []byte, meta *rxMeta, t4 time.Time) {
 	}
 	s.obs.Reply(r)
 	s.advance(t4, false)
+}
+
+// replyTLVs reads the TLVs of a reply (RFC 8972 section 4): in
+// authenticated mode they count only when the reply's HMAC TLV verifies; a
+// TLV with U set was not processed by the reflector and is skipped; M ends
+// TLV processing (the TLV and those after it are ignored); I on any TLV
+// means the reflector could not verify ours and processed none. The reply
+// itself still counts: its base packet was checked on its own.
+func (s *Sender) replyTLVs(pkt []byte, base int) (cos CoS, hasCoS bool, dm DirectMeasurement, hasDM bool) {
+	if len(pkt) <= base {
+		return
+	}
+	if s.cfg.Mode == Authenticated {
+		if _, ok := s.rkey.VerifyTLVs(pkt, base); !ok {
+			s.obs.Error("integrity")
+			return
+		}
+	}
+	rd := NewTLVReader(pkt[base:])
+	for {
+		t, ok := rd.Next()
+		switch {
+		case !ok || t.Flags&FlagM != 0:
+			// A reflector that echoes TLVs without processing them
+			// but clears U leaves our zero counters: then no TLV says
+			// anything.
+			if hasDM && dm.ReflectorRx == 0 {
+				return CoS{}, false, DirectMeasurement{}, false
+			}
+			return
+		case t.Flags&FlagI != 0:
+			s.obs.Error("integrity")
+			return CoS{}, false, DirectMeasurement{}, false
+		case t.Flags&FlagU != 0:
+			continue
+		}
+		switch t.Type {
+		case TLVClassOfService:
+			cos, hasCoS = ParseCoS(t.Value)
+		case TLVDirectMeasurement:
+			dm, hasDM = ParseDirectMeasurement(t.Value)
+		}
+	}
+}
+
+// classify records what a reply tells about the reflector: stateful when
+// it numbered the reply itself (a sequence number other than ours) or
+// filled the Direct Measurement counters. Either splits loss by direction
+// and is sticky. A reflector whose every reply so far copied our sequence
+// number and gave no counters is stateless (RFC 8762 section 4.3): since
+// our first packet is number 1, even a stateful reflector's first reply
+// differs, unless its counter does not start at 0 (then it is taken for
+// stateless until its numbering diverges from ours after a forward loss).
+func (s *Sender) classify(stateful bool) {
+	s.stateful = s.stateful || stateful
 }
 
 // advance moves the cursor over resolved packets: replied ones, and
@@ -442,11 +483,19 @@ func (s *Sender) advance(now time.Time, force bool) {
 // and sl by what the reflector saw: of the run packets lost in between, it
 // received (its index now) - (its index then) - 1; those were lost on the
 // way back, the rest on the way out.
+//
+// A stateless reflector copies our sequence numbers: its index says
+// nothing about what it received, so the losses are reported without a
+// direction.
 func (s *Sender) attribute(sl *slot) {
 	if s.run > 0 {
-		between := int(int32(sl.rIdx - s.prevR - 1))
-		rev := min(max(between, 0), s.run)
-		s.obs.Lost(s.run-rev, rev)
+		if s.stateful {
+			between := int(int32(sl.rIdx - s.prevR - 1))
+			rev := min(max(between, 0), s.run)
+			s.obs.Lost(s.run-rev, rev)
+		} else {
+			s.obs.LostUnknownDirection(s.run)
+		}
 		s.run = 0
 		s.obs.Unattributed(0)
 	}

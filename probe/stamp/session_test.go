@@ -17,6 +17,8 @@ type recorder struct {
 	mu                                  sync.Mutex
 	sent, replies, fwd, rev, dup, reord int
 	late, unattributed                  int
+	unknown                             int // lost, direction unknown (stateless reflector)
+	statelessReplies                    int
 	errs                                map[string]int
 	last                                Reply
 	rtts                                []time.Duration
@@ -35,6 +37,9 @@ func (r *recorder) Reply(p *Reply) {
 	defer r.mu.Unlock()
 	r.replies++
 	r.last = *p
+	if p.Stateless {
+		r.statelessReplies++
+	}
 	r.rtts = append(r.rtts, p.RTT)
 	r.fwdVar = append(r.fwdVar, p.ForwardVariation)
 	r.revVar = append(r.revVar, p.ReverseVariation)
@@ -56,7 +61,12 @@ func (r *recorder) Reply(p *Reply) {
 		}
 	}
 }
-func (r *recorder) Lost(f, v int)      { r.mu.Lock(); r.fwd += f; r.rev += v; r.mu.Unlock() }
+func (r *recorder) Lost(f, v int) { r.mu.Lock(); r.fwd += f; r.rev += v; r.mu.Unlock() }
+func (r *recorder) LostUnknownDirection(n int) {
+	r.mu.Lock()
+	r.unknown += n
+	r.mu.Unlock()
+}
 func (r *recorder) Unattributed(n int) { r.mu.Lock(); r.unattributed = n; r.mu.Unlock() }
 func (r *recorder) Duplicate()         { r.mu.Lock(); r.dup++; r.mu.Unlock() }
 func (r *recorder) Reordered()         { r.mu.Lock(); r.reord++; r.mu.Unlock() }

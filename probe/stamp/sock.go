@@ -32,6 +32,7 @@ type sockOpts struct {
 	tos       int // -1: leave the default
 	iface     string
 	reuseAddr bool
+	rcvbuf    int // receive buffer to ask for; 0: the default
 }
 
 // control returns a net.ListenConfig/net.Dialer Control function that sets
@@ -53,6 +54,13 @@ func (o sockOpts) control(network, address string, c syscall.RawConn) error {
 		set(unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1, "SO_TIMESTAMPNS")
 		if o.reuseAddr {
 			set(unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, "SO_REUSEADDR")
+		}
+		if o.rcvbuf > 0 {
+			// SO_RCVBUFFORCE passes net.core.rmem_max with CAP_NET_ADMIN;
+			// without it SO_RCVBUF gets as much as rmem_max allows.
+			if unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, o.rcvbuf) != nil {
+				_ = unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_RCVBUF, o.rcvbuf)
+			}
 		}
 		if o.v6 {
 			set(unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS, 1, "IPV6_RECVTCLASS")

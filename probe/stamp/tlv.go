@@ -17,11 +17,21 @@ const (
 )
 
 // STAMP TLV Flags (RFC 8972 section 4, figure 5): U = unrecognised by the
-// reflector, M = malformed, I = integrity check failed.
+// reflector, M = malformed, I = integrity check failed. The other five bits
+// are reserved: zero on transmit, ignored on receipt.
+//
+// A Session-Sender sends every TLV with U=1, M=0, I=0. A Session-Reflector
+// clears U on each TLV it understood (so a TLV that comes back with U set
+// was not processed: unknown to the reflector, or echoed by an RFC
+// 8762-only one), sets M on a malformed TLV and stops processing there, and
+// in authenticated mode sets I on every TLV when the HMAC TLV is missing,
+// misplaced or wrong (section 4.8), processing none of them.
 const (
 	FlagU uint8 = 0x80
 	FlagM uint8 = 0x40
 	FlagI uint8 = 0x20
+
+	flagsDefined = FlagU | FlagM | FlagI
 )
 
 // TLVHeaderLen is the Flags, Type and Length octets before a TLV's value.
@@ -97,9 +107,9 @@ type CoS struct {
 	RP           uint8 // 2 bits
 }
 
-// AppendCoS appends a Class of Service TLV.
+// AppendCoS appends a sender's Class of Service TLV (U set).
 func AppendCoS(b []byte, c CoS) []byte {
-	b = appendTLVHeader(b, 0, TLVClassOfService, cosLen)
+	b = appendTLVHeader(b, FlagU, TLVClassOfService, cosLen)
 	return append(b, c.encode()...)
 }
 
@@ -135,10 +145,10 @@ type DirectMeasurement struct {
 	SenderTx, ReflectorRx, ReflectorTx uint32
 }
 
-// AppendDirectMeasurement appends a Direct Measurement TLV (the sender fills
-// SenderTx and leaves the reflector's counters zero).
+// AppendDirectMeasurement appends a sender's Direct Measurement TLV (U set;
+// the sender fills SenderTx and leaves the reflector's counters zero).
 func AppendDirectMeasurement(b []byte, d DirectMeasurement) []byte {
-	b = appendTLVHeader(b, 0, TLVDirectMeasurement, dmLen)
+	b = appendTLVHeader(b, FlagU, TLVDirectMeasurement, dmLen)
 	b = binary.BigEndian.AppendUint32(b, d.SenderTx)
 	b = binary.BigEndian.AppendUint32(b, d.ReflectorRx)
 	return binary.BigEndian.AppendUint32(b, d.ReflectorTx)
@@ -156,26 +166,70 @@ func ParseDirectMeasurement(v []byte) (DirectMeasurement, bool) {
 	}, true
 }
 
-// AppendExtraPadding appends an Extra Padding TLV (RFC 8972 section 4.1)
-// whose whole length, header included, is n octets (n >= 4).
+// AppendExtraPadding appends a sender's Extra Padding TLV (RFC 8972 section
+// 4.1, U set) whose whole length, header included, is n octets (n >= 4).
 func AppendExtraPadding(b []byte, n int) []byte {
 	if n < TLVHeaderLen {
 		return b
 	}
-	b = appendTLVHeader(b, 0, TLVExtraPadding, n-TLVHeaderLen)
+	b = appendTLVHeader(b, FlagU, TLVExtraPadding, n-TLVHeaderLen)
 	return append(b, make([]byte, n-TLVHeaderLen)...)
 }
 
-// AppendHMACTLV appends the HMAC TLV (RFC 8972 section 4.8), which must be
-// the last TLV. pkt is the whole packet so far (base packet followed by the
-// TLVs); base is the length of its base packet. The HMAC covers the base
-// packet's Sequence Number and every TLV before the HMAC TLV.
+// AppendHMACTLV appends a sender's HMAC TLV (RFC 8972 section 4.8, U set),
+// which must be the last TLV (only Extra Padding may follow it). pkt is the
+// whole packet so far (base packet followed by the TLVs); base is the
+// length of its base packet. The HMAC covers the base packet's Sequence
+// Number and every TLV before the HMAC TLV.
 func (k *Key) AppendHMACTLV(pkt []byte, base int) []byte {
 	end := len(pkt)
-	pkt = appendTLVHeader(pkt, 0, TLVHMAC, hmacLen)
+	pkt = appendTLVHeader(pkt, FlagU, TLVHMAC, hmacLen)
 	pkt = append(pkt, make([]byte, hmacLen)...)
 	k.mac(pkt[end+TLVHeaderLen:], pkt[0:4], pkt[base:end])
 	return pkt
+}
+
+// VerifyTLVs checks the integrity of the TLVs of an authenticated packet
+// (RFC 8972 section 4.8): there must be exactly one HMAC TLV, of the right
+// length, followed by nothing but Extra Padding TLVs, and its HMAC must
+// match. hmacOff is the HMAC TLV's offset in the TLV area (-1 when there is
+// none); ok is false for every kind of failure, which the RFC treats alike.
+// A packet without TLVs has nothing to verify.
+func (k *Key) VerifyTLVs(pkt []byte, base int) (hmacOff int, ok bool) {
+	hmacOff = -1
+	if len(pkt) <= base {
+		return -1, true
+	}
+	rd := NewTLVReader(pkt[base:])
+	for {
+		t, more := rd.Next()
+		if !more {
+			break
+		}
+		switch {
+		case hmacOff >= 0 && t.Type != TLVExtraPadding:
+			return hmacOff, false // a TLV after the HMAC TLV
+		case t.Type == TLVHMAC:
+			if len(t.Value) != hmacLen {
+				return -1, false
+			}
+			hmacOff = t.Off
+		}
+	}
+	if rd.Err() != nil || hmacOff < 0 {
+		return hmacOff, false
+	}
+	return hmacOff, k.VerifyHMACTLV(pkt, base, hmacOff)
+}
+
+// SignHMACTLV recomputes the HMAC TLV at TLV-area offset off over the
+// packet as it is now (the TLVs before it may have been rewritten).
+func (k *Key) SignHMACTLV(pkt []byte, base, off int) {
+	start := base + off
+	if start+TLVHeaderLen+hmacLen > len(pkt) {
+		return
+	}
+	k.mac(pkt[start+TLVHeaderLen:], pkt[0:4], pkt[base:start])
 }
 
 // VerifyHMACTLV checks an HMAC TLV found at TLV-area offset off (its header)
