@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime/debug"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,6 +85,11 @@ func New(o Options) *Agent {
 func (a *Agent) Load(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// A load leaves tens of MB of garbage behind at 10,000 targets (the
+	// parsed YAML, the old plan): return it to the kernel now, rather than
+	// let the heap grow to twice the peak until the next GC cycle. Reloads
+	// are rare; a full GC costs tens of milliseconds.
+	defer debug.FreeOSMemory()
 	first := !a.loaded
 	fail := func(err error) error {
 		a.agentM.ReloadOK.Set(0)

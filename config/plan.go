@@ -1,8 +1,7 @@
 package config
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"bytes"
 	"fmt"
 	"math"
 	"net/netip"
@@ -121,25 +120,14 @@ func (p *ProbeSpec) ProbeKey() string {
 		p.Path, p.Segment, p.Source, p.Interface, strconv.Itoa(int(p.TOS)), p.Family}, "|")
 }
 
-// Signature is every setting outside the key: a job whose signature
-// changes on reload is restarted (its series continue).
-func (p *ProbeSpec) Signature() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%d|%d|%d|%t", p.Interval, p.Timeout, p.Size, p.Guard)
-	switch p.Kind {
-	case KindTrace:
-		t := p.TraceOpts
-		fmt.Fprintf(&b, "|%s|%d|%d|%d", t.Method, t.Port, t.MaxTTL, t.ProbesPerHop)
-	case KindMTU:
-		fmt.Fprintf(&b, "|%d", p.MTUOpts.Retries)
-	case KindSTAMP:
-		fmt.Fprintf(&b, "|%d", p.STAMPOpts.Window)
-		if p.STAMPOpts.Key != nil {
-			h := sha256.Sum256(p.STAMPOpts.Key)
-			b.WriteString("|" + hex.EncodeToString(h[:8]))
-		}
-	}
-	return b.String()
+// SameSettings reports whether o has p's settings outside the key: a job
+// whose settings stay is left running on reload, one whose settings
+// changed is restarted (its series continue). It allocates nothing: a
+// reload compares every job.
+func (p *ProbeSpec) SameSettings(o *ProbeSpec) bool {
+	return p.Interval == o.Interval && p.Timeout == o.Timeout && p.Size == o.Size && p.Guard == o.Guard &&
+		p.TraceOpts == o.TraceOpts && p.MTUOpts == o.MTUOpts &&
+		p.STAMPOpts.Window == o.STAMPOpts.Window && bytes.Equal(p.STAMPOpts.Key, o.STAMPOpts.Key)
 }
 
 // PortLabel is the port label value: empty for ICMP.
@@ -202,10 +190,18 @@ func (c *Config) Plan(site string, discovered ...Discovered) (*Plan, error) {
 		ResolveInterval: c.Probe.ResolveInterval.D(),
 		TracePPS:        c.Trace.PPS,
 	}
+	// Sized up front: a reload of 10,000 targets must not grow it by copying.
 	n := len(c.Sites)
 	for _, s := range c.Sites {
 		for i := range s.Targets {
-			n += 2 + len(s.Targets[i].TCPPorts) // ICMP and one path job, typically
+			t := &s.Targets[i]
+			n += 1 + len(t.TCPPorts)
+			if c.Trace.Enabled || t.Trace != nil {
+				n++
+			}
+			if c.MTU.defaultFor(t.Path) || t.MTU != nil {
+				n++
+			}
 		}
 	}
 	pl.Probes = make([]ProbeSpec, 0, n)

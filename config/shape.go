@@ -417,6 +417,9 @@ const (
 // without expanding anything, and refuses a document that grows too much or
 // holds an alias inside the value it names (which never ends).
 func (v *validator) checkExpansion() *Error {
+	if !hasAlias(v.doc) {
+		return nil // nothing expands; skip the bookkeeping (a reload of 10,000 targets)
+	}
 	x := &expansion{size: map[*yaml.Node]int{}, open: map[*yaml.Node]bool{}}
 	total := x.count(v.doc)
 	if x.cycle != nil {
@@ -441,6 +444,22 @@ func (v *validator) checkExpansion() *Error {
 	return &Error{File: v.file, Line: worst.Line, Col: worst.Column, Field: v.pathOf(worst),
 		Msg: fmt.Sprintf("aliases expand the file to %s values (it writes %d; at most %d are allowed): this alias *%s alone repeats %d; aliases may share values, not multiply them",
 			x.countText(total), written, limit, worst.Value, x.size[worst.Alias])}
+}
+
+// hasAlias reports whether the tree holds an alias anywhere.
+func hasAlias(n *yaml.Node) bool {
+	if n == nil {
+		return false
+	}
+	if n.Kind == yaml.AliasNode {
+		return true
+	}
+	for _, c := range n.Content {
+		if hasAlias(c) {
+			return true
+		}
+	}
+	return false
 }
 
 type expansion struct {

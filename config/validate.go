@@ -31,9 +31,13 @@ func (v *validator) validate(c *Config) {
 		line int
 		node *yaml.Node
 	}
-	sites := map[string]site{}
+	sites := make(map[string]site, len(c.Sites))
 	type key struct{ addr, path, segment string }
-	seen := map[key]site{}
+	all := 0
+	for i := range c.Sites {
+		all += len(c.Sites[i].Targets)
+	}
+	seen := make(map[key]site, all) // sized once: 10,000 targets must not rehash it on every reload
 	nTargets := 0
 	for i := range c.Sites {
 		s := &c.Sites[i]
@@ -206,6 +210,8 @@ func (v *validator) checkSize(path string, size int) {
 }
 
 // checkLabel checks a path or segment label written at path.
+func validLabel(value string) bool { return value != "" && labelRE.MatchString(value) }
+
 func (v *validator) checkLabel(path, what, value string) {
 	switch {
 	case value == "" && strings.Contains(path, ".targets["):
@@ -243,8 +249,14 @@ func (v *validator) validateTarget(c *Config, t *Target, tp string, tn *yaml.Nod
 	if !set("segment") {
 		t.Segment = DefaultSegment
 	}
-	v.checkLabel(tp+".path", "path", t.Path)
-	v.checkLabel(tp+".segment", "segment", t.Segment)
+	// Field paths are built only for an error: a reload of 10,000 targets
+	// must not allocate them for every valid one.
+	if !validLabel(t.Path) {
+		v.checkLabel(tp+".path", "path", t.Path)
+	}
+	if !validLabel(t.Segment) {
+		v.checkLabel(tp+".segment", "segment", t.Segment)
+	}
 	var addr netip.Addr
 	switch {
 	case t.Address == "":
@@ -259,7 +271,9 @@ func (v *validator) validateTarget(c *Config, t *Target, tp string, tn *yaml.Nod
 				v.at(tp+".address", "%s is not a unicast address", t.Address)
 			}
 			addr = a.Unmap()
-			t.Address = addr.String()
+			if !a.Is4() {
+				t.Address = addr.String() // the canonical form (IPv4 literals already are)
+			}
 		} else if looksNumeric(t.Address) || !hostnameRE.MatchString(t.Address) {
 			v.at(tp+".address", "invalid address %s: not an IP address or a hostname", quote(t.Address))
 		}

@@ -59,7 +59,7 @@ type binding struct {
 // over the old one's series.
 type target struct {
 	spec     *config.ProbeSpec
-	key, sig string
+	key      string
 	job      job
 	rec      Recorder // ICMP and TCP
 	literal  netip.Addr
@@ -186,7 +186,7 @@ func (e *Engine) Update(plan *config.Plan) error {
 		}
 		seen[k] = true
 		old, ok := e.targets[k]
-		if ok && old.sig == spec.Signature() {
+		if ok && old.spec.SameSettings(spec) {
 			continue
 		}
 		t := e.newTarget(spec, k, nowMono, nowWall)
@@ -255,7 +255,7 @@ func (e *Engine) runs(k config.Kind) bool {
 
 func (e *Engine) newTarget(spec *config.ProbeSpec, key string, nowMono, nowWall int64) *target {
 	s := *spec
-	t := &target{spec: &s, key: key, sig: s.Signature(), interval: int64(s.Interval), timeout: int64(s.Timeout),
+	t := &target{spec: &s, key: key, interval: int64(s.Interval), timeout: int64(s.Timeout),
 		live: true, reason: NumReasons}
 	if ip, err := netip.ParseAddr(s.Target); err == nil {
 		t.literal = ip.Unmap()

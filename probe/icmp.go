@@ -347,7 +347,7 @@ type icmpConn struct {
 	sock      ICMPSocket
 	id        uint16 // the identifier our requests carry (raw sockets)
 	raw       bool
-	ifindex   int   // of key.Interface when the socket was opened
+	ifindex   int // of key.Interface when the socket was opened
 	everOpen  bool
 	err       error // why sock is nil
 	reopenAt  int64 // mono ns
