@@ -66,10 +66,11 @@ metric() { # metric NAME [LABEL-FRAGMENT]: sum of the series
 }
 rss() { awk '/^VmRSS/{print $2}' "/proc/$pid/status"; }
 fds() { ls "/proc/$pid/fd" | wc -l; }
+threads() { awk '/^Threads/{print $2}' "/proc/$pid/status"; }
 
 sleep 3
 scrape
-echo "t(s)  mesh  fds  goroutines  rss(MiB)  sent  lost(kept targets)  foreign"
+echo "t(s)  mesh  fds  threads  goroutines  rss(MiB)  sent  lost(kept targets)  foreign"
 start=$(date +%s)
 which=A
 next=$((start + every))
@@ -87,7 +88,7 @@ while :; do
     sleep 1
     scrape
     lost=$(( $(metric 'probed_probes_lost_total{' 'target="127.1.') + $(metric 'probed_probes_lost_total{' 'target="127.3.') ))
-    printf '%4d  %-4s  %3d  %10d  %8.1f  %6d  %18d  %7d\n' "$el" "$which" "$(fds)" "$(metric go_goroutines)" \
+    printf '%4d  %-4s  %3d  %7d  %10d  %8.1f  %6d  %18d  %7d\n' "$el" "$which" "$(fds)" "$(threads)" "$(metric go_goroutines)" \
       "$(echo "$(rss) / 1024" | bc -l)" "$(metric probed_probes_sent_total)" "$lost" "$(metric 'probed_icmp_ignored_replies_total' 'foreign')"
     [ -z "$rss30" ] && [ "$el" -ge 30 ] && rss30=$(rss)
   fi

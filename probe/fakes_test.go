@@ -336,3 +336,5 @@ func (s *kindSinks) pathResults(key string) (int, map[Reason]int) {
 	}
 	return p.results, f
 }
+
+func (s *fakeICMP) Pending() (bool, bool) { return len(s.replies) > 0, true }

@@ -316,16 +316,26 @@ const (
 	slotLost
 )
 
-// slot is one sequence number's in-flight record. The table is indexed by
-// the 16-bit sequence number: fixed size, no allocation per probe.
+// slot is one in-flight record. The table is indexed by the sequence
+// number modulo its size: fixed for a socket's steady state, no allocation
+// per probe. It starts small and doubles (up to one slot per sequence
+// number) when probes wait for their deadline long enough to fill it, so
+// a socket costs memory for what is in flight, not 65,536 slots.
 type slot struct {
 	serial   uint64
 	t        *target
 	sentWall int64 // ns, CLOCK_REALTIME: the kernel's receive stamps use it
 	sentMono int64
 	deadline int64 // mono
+	seq      uint16
 	state    uint8
 }
+
+// Slot table sizes: a new socket starts with minSlots.
+const (
+	minSlots = 256
+	maxSlots = 1 << 16
+)
 
 type pending struct {
 	deadline int64
@@ -353,15 +363,19 @@ type icmpConn struct {
 	reopenAt  int64 // mono ns
 	backoff   time.Duration
 	slots     []slot
+	mask      uint16 // len(slots)-1
 	seq       uint16
 	serial    uint64
 	deadlines deadlineHeap
 	buf       []byte
 	readers   sync.WaitGroup
+	// drained is a mono time before which every packet the socket
+	// received has been read and handled (see expire).
+	drained atomic.Int64
 }
 
 func newICMPConn(p *icmpProber, k icmpsock.Key) *icmpConn {
-	c := &icmpConn{p: p, key: k, v6: k.V6, slots: make([]slot, 1<<16)}
+	c := &icmpConn{p: p, key: k, v6: k.V6, slots: make([]slot, minSlots), mask: minSlots - 1}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	c.serial = binary.BigEndian.Uint64(b[:]) >> 1 // random start: serials never repeat across runs
@@ -481,7 +495,7 @@ func (c *icmpConn) forget(gone map[*target]bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, d := range c.deadlines {
-		if sl := &c.slots[d.seq]; sl.serial == d.serial && sl.state == slotInFlight && gone[sl.t] {
+		if sl := &c.slots[d.seq&c.mask]; sl.serial == d.serial && sl.state == slotInFlight && gone[sl.t] {
 			sl.state, sl.t = slotLost, nil
 		}
 	}
@@ -499,13 +513,17 @@ func (c *icmpConn) send(t *target, b *binding) {
 		t.rec.Unsent(ReasonBind)
 		return
 	}
-	// Find a free sequence number. With 65,536 of them and at most
-	// rate × timeout in flight, the first one is nearly always free.
+	// The next sequence number's slot is free unless as many probes as
+	// the table holds are waiting for their deadline: then the table
+	// doubles (up to one slot per sequence number).
+	if c.slots[(c.seq+1)&c.mask].state == slotInFlight && len(c.slots) < maxSlots {
+		c.grow()
+	}
 	var seq uint16
 	found := false
-	for i := 0; i < 1<<16; i++ {
+	for i := 0; i < len(c.slots); i++ {
 		c.seq++
-		if c.slots[c.seq].state != slotInFlight {
+		if c.slots[c.seq&c.mask].state != slotInFlight {
 			seq, found = c.seq, true
 			break
 		}
@@ -519,8 +537,8 @@ func (c *icmpConn) send(t *target, b *binding) {
 	c.serial++
 	serial := c.serial
 	pkt := buildEcho(c, c.buf, seq, serial, size)
-	sl := &c.slots[seq]
-	sl.serial, sl.t, sl.state = serial, t, slotInFlight
+	sl := &c.slots[seq&c.mask]
+	sl.serial, sl.t, sl.seq, sl.state = serial, t, seq, slotInFlight
 	// Taken inside SendTo just before the system call.
 	at, err := c.sock.SendTo(pkt, b.sa)
 	sl.sentWall = at.UnixNano()
@@ -541,6 +559,20 @@ func (c *icmpConn) send(t *target, b *binding) {
 	}
 	c.deadlines.push(pending{deadline: sl.deadline, serial: serial, seq: seq})
 	c.mu.Unlock()
+}
+
+// grow doubles the slot table. Every slot keeps its sequence number, so it
+// moves to seq & newMask; two slots cannot meet there, as they differed
+// in the bits of the old mask already. c.mu is held.
+func (c *icmpConn) grow() {
+	n := make([]slot, 2*len(c.slots))
+	mask := uint16(len(n) - 1)
+	for i := range c.slots {
+		if sl := &c.slots[i]; sl.state != slotFree {
+			n[sl.seq&mask] = *sl
+		}
+	}
+	c.slots, c.mask = n, mask
 }
 
 // socketGone reports a send error that means the socket's interface or
@@ -580,13 +612,36 @@ func buildEcho(c *icmpConn, buf []byte, seq uint16, serial uint64, size int) []b
 }
 
 // expire fails every probe whose deadline has passed without a reply and
-// returns when the next one falls due (0: nothing in flight).
+// returns when to look again (0: nothing in flight).
+//
+// A reply the kernel received before the deadline may still wait in the
+// socket's queue when the agent is slow (a loaded machine, a stalled
+// reader): it must not make the probe lost. So a probe is failed only
+// once the reader has drained the queue after its deadline, or the queue
+// is seen empty now. Where the kernel cannot tell (ping sockets), the old
+// margin applies: the deadline plus expiryGrace.
 func (c *icmpConn) expire(now int64) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.deadlines) > 0 && c.deadlines[0].deadline+expiryGrace <= now {
+	if len(c.deadlines) == 0 {
+		return 0
+	}
+	cutoff := now - expiryGrace
+	if c.sock == nil {
+		cutoff = now // closed: nothing more can be read
+	} else if drained := c.drained.Load(); c.deadlines[0].deadline <= now && c.deadlines[0].deadline > drained {
+		switch pending, ok := c.sock.Pending(); {
+		case ok && !pending:
+			cutoff = now
+		case ok:
+			cutoff = drained // the reader has replies to read first
+		}
+	} else if c.raw {
+		cutoff = max(drained, cutoff)
+	}
+	for len(c.deadlines) > 0 && c.deadlines[0].deadline <= cutoff {
 		d := c.deadlines.pop()
-		sl := &c.slots[d.seq]
+		sl := &c.slots[d.seq&c.mask]
 		if sl.serial == d.serial && sl.state == slotInFlight {
 			t := sl.t
 			sl.state, sl.t = slotLost, nil
@@ -596,7 +651,10 @@ func (c *icmpConn) expire(now int64) int64 {
 	if len(c.deadlines) == 0 {
 		return 0
 	}
-	return c.deadlines[0].deadline + expiryGrace
+	if next := c.deadlines[0].deadline; next > now {
+		return next
+	}
+	return now + int64(tick) // due, waiting for the reader
 }
 
 // readLoop handles replies. Their RTT comes from kernel timestamps, so
@@ -612,6 +670,7 @@ func (c *icmpConn) readLoop(s ICMPSocket, id uint16, raw bool) {
 	h := func(pk *icmpsock.Packet) { c.handle(pk, id, raw) }
 	var last uint32
 	for {
+		before := c.p.e.monoNow()
 		n, drops, err := s.ReadBatch(h)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
@@ -626,13 +685,17 @@ func (c *icmpConn) readLoop(s ICMPSocket, id uint16, raw bool) {
 			last = drops
 		}
 		if n < icmpsock.BatchSize {
+			// The queue was empty when this batch was read: whatever
+			// arrived before the call has been handled.
+			c.drained.Store(before)
 			time.Sleep(coalesce)
 		}
 	}
 }
 
 // coalesce is how long the reader lets replies accumulate; expiryGrace is
-// the margin expire adds to deadlines to cover it.
+// the margin expire adds to deadlines to cover it where the socket's queue
+// cannot be inspected.
 const (
 	coalesce    = 2 * time.Millisecond
 	expiryGrace = int64(5 * time.Millisecond)
@@ -680,8 +743,8 @@ func (c *icmpConn) handleReply(pk *icmpsock.Packet, id uint16, raw bool) {
 	seq := binary.BigEndian.Uint16(d[6:])
 	serial := binary.BigEndian.Uint64(d[16:24])
 	c.mu.Lock()
-	sl := &c.slots[seq]
-	if sl.serial != serial {
+	sl := &c.slots[seq&c.mask]
+	if sl.serial != serial || sl.seq != seq {
 		c.mu.Unlock()
 		if serial < sl.serial {
 			c.p.e.sink.Ignored(IgnoredLate) // its slot was reused by a newer probe
@@ -774,8 +837,8 @@ func (c *icmpConn) handleError(pk *icmpsock.Packet, r Reason, id uint16, raw boo
 	}
 	seq := binary.BigEndian.Uint16(inner[6:])
 	c.mu.Lock()
-	sl := &c.slots[seq]
-	ok := sl.state == slotInFlight
+	sl := &c.slots[seq&c.mask]
+	ok := sl.state == slotInFlight && sl.seq == seq
 	if ok && len(inner) >= echoHeader+payloadMin {
 		// Routers quoting enough of the packet let us check it fully.
 		ok = string(inner[8:16]) == string(c.p.token[:]) && binary.BigEndian.Uint64(inner[16:24]) == sl.serial

@@ -96,8 +96,8 @@ func (f *matchFixture) inflight(wall int64) {
 	f.c.seq++
 	f.c.serial++
 	f.seq, f.serial = f.c.seq, f.c.serial
-	sl := &f.c.slots[f.seq]
-	*sl = slot{serial: f.serial, t: f.t, sentWall: wall, sentMono: f.now, deadline: f.now + f.t.timeout, state: slotInFlight}
+	sl := &f.c.slots[f.seq&f.c.mask]
+	*sl = slot{serial: f.serial, t: f.t, sentWall: wall, sentMono: f.now, deadline: f.now + f.t.timeout, seq: f.seq, state: slotInFlight}
 	f.c.deadlines.push(pending{deadline: sl.deadline, serial: f.serial, seq: f.seq})
 }
 
@@ -255,8 +255,8 @@ func BenchmarkReplyPath(b *testing.B) {
 		now += 1000
 		c.seq++
 		c.serial++
-		sl := &c.slots[c.seq]
-		*sl = slot{serial: c.serial, t: t, sentWall: now, sentMono: now, deadline: now + t.timeout, state: slotInFlight}
+		sl := &c.slots[c.seq&c.mask]
+		*sl = slot{serial: c.serial, t: t, sentWall: now, sentMono: now, deadline: now + t.timeout, seq: c.seq, state: slotInFlight}
 		buildEcho(c, reply, c.seq, c.serial, t.spec.Size)
 		reply[0] = v4EchoReply
 		pk.KernelTime = now + 500
@@ -279,3 +279,63 @@ func (nopRec) Succeeded(time.Duration) {}
 func (nopRec) Failed(Reason)           {}
 func (nopRec) Unsent(Reason)           {}
 func (nopRec) ResolveFailed()          {}
+
+// A reply the kernel received in time but the agent has not read yet (a
+// stalled reader on a loaded machine) must not make its probe lost: expiry
+// waits until the reader has drained the queue past the deadline.
+func TestStalledReaderLosesNothing(t *testing.T) {
+	f := newMatchFixture(t)
+	sock := &fakeICMP{replies: make(chan icmpsock.Packet, 1)}
+	f.c.sock = sock
+	const wall = int64(1_700_000_000_000_000_000)
+	f.inflight(wall)
+	f.c.drained.Store(f.now) // the reader last drained at the send
+	// The reply arrived 300 ms after the send and waits in the queue;
+	// the reader is stalled past the 1 s deadline.
+	sock.replies <- icmpsock.Packet{}
+	f.now += int64(3 * time.Second)
+	if next := f.c.expire(f.now); next == 0 || len(f.rec.reasons) != 0 {
+		t.Fatalf("expired a probe whose reply waits unread (reasons %v, next %d)", f.rec.reasons, next)
+	}
+	// The reader runs: the reply is taken by its kernel stamp, in time.
+	<-sock.replies
+	f.reply(0x1234, f.seq, f.c.p.token[:], f.serial, "10.0.0.9", wall+int64(300*time.Millisecond))
+	f.c.drained.Store(f.now)
+	f.c.expire(f.now)
+	if len(f.rec.rtts) != 1 || f.rec.rtts[0] != 300*time.Millisecond || len(f.rec.reasons) != 0 {
+		t.Fatalf("rtts %v reasons %v, want one 300ms answer and no loss", f.rec.rtts, f.rec.reasons)
+	}
+	// A probe whose reply never comes is lost once the queue is drained
+	// (or seen empty) past its deadline.
+	f.inflight(wall + int64(4*time.Second))
+	f.now += int64(2 * time.Second)
+	f.c.expire(f.now) // queue empty: decided now
+	if len(f.rec.reasons) != 1 || f.rec.reasons[0] != ReasonTimeout {
+		t.Fatalf("reasons %v, want one timeout", f.rec.reasons)
+	}
+}
+
+// The slot table grows when probes waiting for their deadline fill it, and
+// every probe in flight keeps its verdict across the growth.
+func TestSlotTableGrows(t *testing.T) {
+	f := newMatchFixture(t)
+	sock := &fakeICMP{replies: make(chan icmpsock.Packet, 1), n: newFakeNet()}
+	f.c.sock = sock
+	f.t.spec.Size = 56
+	b := &binding{ip: netip.MustParseAddr("10.0.0.9"), sa: sockaddr(netip.MustParseAddr("10.0.0.9"), 0)}
+	const n = 3 * minSlots
+	for i := 0; i < n; i++ {
+		f.c.send(f.t, b)
+	}
+	if len(f.c.slots) < n || f.rec.sent != n || len(f.rec.reasons) != 0 {
+		t.Fatalf("%d slots for %d probes in flight, sent %d, failed %v", len(f.c.slots), n, f.rec.sent, f.rec.reasons)
+	}
+	for len(sock.replies) > 0 {
+		<-sock.replies // nobody answers: the queue is empty
+	}
+	f.now += int64(2 * time.Second)
+	f.c.expire(f.now)
+	if len(f.rec.reasons) != n {
+		t.Fatalf("%d of %d probes expired after the growth", len(f.rec.reasons), n)
+	}
+}

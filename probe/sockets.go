@@ -41,6 +41,9 @@ type ICMPSocket interface {
 	SendTo(b []byte, sa unix.Sockaddr) (time.Time, error)
 	// ReadBatch blocks until packets arrive and calls h for each.
 	ReadBatch(h func(*icmpsock.Packet)) (n int, drops uint32, err error)
+	// Pending says whether a packet waits in the receive queue; ok is
+	// false where the kernel cannot tell.
+	Pending() (pending, ok bool)
 	Close() error
 }
 

@@ -574,3 +574,13 @@ type Info struct {
 
 // Info describes the socket.
 func (s *Socket) Info() Info { return Info{Key: s.Key, Mode: s.Mode, ID: s.ID} }
+
+// Pending reports whether a packet waits in the receive queue (SIOCINQ).
+// ok is false where the kernel cannot tell (ping sockets).
+func (s *Socket) Pending() (pending, ok bool) {
+	n, err := unix.IoctlGetInt(s.fd, unix.SIOCINQ)
+	if err != nil {
+		return false, false
+	}
+	return n > 0, true
+}
