@@ -74,7 +74,6 @@ echo "t(s)  mesh  fds  threads  goroutines  rss(MiB)  sent  lost(kept targets)  
 start=$(date +%s)
 which=A
 next=$((start + every))
-rss30=
 while :; do
   now=$(date +%s)
   el=$((now - start))
@@ -90,13 +89,15 @@ while :; do
     lost=$(( $(metric 'probed_probes_lost_total{' 'target="127.1.') + $(metric 'probed_probes_lost_total{' 'target="127.3.') ))
     printf '%4d  %-4s  %3d  %7d  %10d  %8.1f  %6d  %18d  %7d\n' "$el" "$which" "$(fds)" "$(threads)" "$(metric go_goroutines)" \
       "$(echo "$(rss) / 1024" | bc -l)" "$(metric probed_probes_sent_total)" "$lost" "$(metric 'probed_icmp_ignored_replies_total' 'foreign')"
-    [ -z "$rss30" ] && [ "$el" -ge 30 ] && rss30=$(rss)
+    [ "$el" -ge 30 ] && echo "$which $(rss)" >> "$work/rss"
   fi
   sleep 1
 done
 scrape
 lost=$(( $(metric 'probed_probes_lost_total{' 'target="127.1.') + $(metric 'probed_probes_lost_total{' 'target="127.3.') ))
-end=$(rss)
 echo
 echo "reloads: $(( secs / every )), kept targets lost: $lost, foreign: $(metric 'probed_icmp_ignored_replies_total' 'foreign'), reload failures: $(grep -c 'reload failed' "$work/probed.log" || true)"
-awk -v a="${rss30:-$end}" -v b="$end" 'BEGIN { printf "RSS %.1f MiB at 30 s, %.1f MiB at the end: %+.1f %%\n", a/1024, b/1024, (b-a)*100/a }'
+# RSS growth from 30 s on, comparing samples taken right after reloads to
+# the same mesh (the two meshes hold different sockets).
+awk '{ if (!($1 in first)) first[$1] = $2; last[$1] = $2 }
+  END { for (m in first) printf "RSS after reloads to mesh %s, from 30 s to the end: %.1f -> %.1f MiB (%+.1f %%)\n", m, first[m]/1024, last[m]/1024, (last[m]-first[m])*100/first[m] }' "$work/rss"
