@@ -315,7 +315,9 @@ func histogramProto(s *snapshot) *dto.Histogram {
 		cum += n
 		h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: proto.Float64(rttBucketsArr[b]), CumulativeCount: proto.Uint64(cum)})
 	}
-	// Native buckets as spans of consecutive indexes with delta-encoded counts.
+	// Native buckets as spans of consecutive indexes with delta-encoded
+	// counts; gaps of up to two empty buckets are sent as zeros inside the
+	// span (cheaper than a new span, as client_golang does).
 	var prev int64
 	last := math.MinInt
 	for i, n := range s.nat {
@@ -323,6 +325,15 @@ func histogramProto(s *snapshot) *dto.Histogram {
 			continue
 		}
 		idx := i + s.nlo
+		if gap := idx - last - 1; last != math.MinInt && gap > 0 && gap <= 2 {
+			sp := h.PositiveSpan[len(h.PositiveSpan)-1]
+			for range gap {
+				*sp.Length++
+				h.PositiveDelta = append(h.PositiveDelta, -prev)
+				prev = 0
+			}
+			last = idx - 1
+		}
 		if last == math.MinInt || idx != last+1 {
 			off := int32(idx)
 			if last != math.MinInt {

@@ -120,7 +120,7 @@ func abs(x float64) float64 {
 func TestProtobufHasNativeBuckets(t *testing.T) {
 	m, hs := fixture(t)
 	r := m.Add(&config.ProbeSpec{SourceSite: "a", TargetSite: "b", Target: "10.0.0.1", Path: "p", Segment: "s", Protocol: "icmp"})
-	for _, ms := range []float64{1, 1, 2, 100} {
+	for _, ms := range []float64{1, 1, 1.0274, 2, 100} {
 		r.Sent()
 		r.Succeeded(time.Duration(ms * float64(time.Millisecond)))
 	}
@@ -142,12 +142,13 @@ func TestProtobufHasNativeBuckets(t *testing.T) {
 	if h == nil {
 		t.Fatal("no probed_rtt_seconds in protobuf output")
 	}
-	if h.GetSchema() != 6 || h.GetSampleCount() != 4 || len(h.Bucket) != len(RTTBuckets) {
+	if h.GetSchema() != 6 || h.GetSampleCount() != 5 || len(h.Bucket) != len(RTTBuckets) {
 		t.Fatalf("histogram: schema %d count %d classic %d", h.GetSchema(), h.GetSampleCount(), len(h.Bucket))
 	}
 	// Decode the native buckets back: counts must add up and sit at the
-	// right indexes (1 ms → index -637, 2 ms → -573, 100 ms → -212:
-	// ceil(64·log2 v)).
+	// right indexes (1 ms → index -637, 1.0274 ms → -635, 2 ms → -573,
+	// 100 ms → -212: ceil(64·log2 v)); the one-bucket gap at -636 is a zero
+	// inside the first span, not a span of its own.
 	got := map[int]int64{}
 	idx, di := 0, 0
 	var count int64
@@ -164,7 +165,10 @@ func TestProtobufHasNativeBuckets(t *testing.T) {
 			idx++
 		}
 	}
-	want := map[int]int64{-637: 2, -573: 1, -212: 1}
+	want := map[int]int64{-637: 2, -636: 0, -635: 1, -573: 1, -212: 1}
+	if len(h.PositiveSpan) != 3 {
+		t.Errorf("%d spans, want 3: %v", len(h.PositiveSpan), h.PositiveSpan)
+	}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("native bucket %d = %d, want %d (all: %v)", k, got[k], v, got)
