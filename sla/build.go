@@ -352,7 +352,10 @@ func (b *builder) minutes(ctx context.Context, cs, ce time.Time) error {
 				a = at(answeredC[p], i)
 			}
 			if r := at(refused[p], i); !math.IsNaN(r) {
-				a = math.Max(a, 0) + r
+				if math.IsNaN(a) {
+					a = 0
+				}
+				a += r
 			}
 			q, native := at(p95n[p], i), true
 			if math.IsNaN(q) {
