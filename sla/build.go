@@ -652,6 +652,27 @@ func (b *builder) finish() {
 		}
 		p.Breaches = b.breaches(p, changes)
 	}
+	res := map[string]int{}
+	for _, p := range r.Pairs {
+		if p.RTTResolution != "" {
+			res[p.RTTResolution]++
+		}
+	}
+	var kinds []string
+	for k, n := range res {
+		kinds = append(kinds, fmt.Sprintf("%s (%d pairs)", k, n))
+	}
+	sort.Strings(kinds)
+	switch len(kinds) {
+	case 0:
+		r.RTTResolution = "no RTT data"
+	case 1:
+		for k := range res {
+			r.RTTResolution = k
+		}
+	default:
+		r.RTTResolution = strings.Join(kinds, "; ")
+	}
 	r.Comparisons = b.compare()
 	sum, n := 0.0, 0
 	for _, c := range r.Comparisons {

@@ -17,6 +17,9 @@ type Report struct {
 	To          time.Time `json:"to"`
 	StepSeconds float64   `json:"step_seconds"`
 	Definition  string    `json:"definition"`
+	// RTTResolution says what the RTT figures and latency verdicts were
+	// computed from (per pair in Pair.RTTResolution).
+	RTTResolution string `json:"rtt_resolution"`
 	// AWSState is true when AWS-state metrics (probed_dx_*) were found, so
 	// breach windows could be checked against them.
 	AWSState bool `json:"aws_state"`
