@@ -67,6 +67,9 @@ const awsNSPort = 4599
 // this test. Faults: us-east <-> us-central blackholed on sitelink, and
 // us-west's dev BGP peer (IPv4) taken down in AWS.
 func TestEndToEndAlerting(t *testing.T) {
+	// The two lab tests of this package mostly wait on alert timers: they
+	// run side by side (each has its own lab, agents and Prometheus).
+	t.Parallel()
 	promBin := tool(t, "prometheus", "prometheus")
 	lab := netlab.StartT(t, mustSubset(t, e2eSites...))
 	bin := probedBinary(t)

@@ -68,6 +68,9 @@ const (
 //   - A target that never answered since the agent started pages
 //     ProbedPeerUnreachable only after a full minute of down samples.
 func TestResolutionEndToEnd(t *testing.T) {
+	// The two lab tests of this package mostly wait on alert timers: they
+	// run side by side (each has its own lab, agents and Prometheus).
+	t.Parallel()
 	promBin := tool(t, "prometheus", "prometheus")
 	lab := netlab.StartT(t, mustSubset(t, "us-east", "us-central", "us-west"))
 	bin := probedBinary(t)
