@@ -67,6 +67,9 @@ const awsNSPort = 4599
 // this test. Faults: us-east <-> us-central blackholed on sitelink, and
 // us-west's dev BGP peer (IPv4) taken down in AWS.
 func TestEndToEndAlerting(t *testing.T) {
+	// The two lab tests of this package mostly wait on alert timers: they
+	// run side by side (each has its own lab, agents and Prometheus).
+	t.Parallel()
 	promBin := tool(t, "prometheus", "prometheus")
 	lab := netlab.StartT(t, mustSubset(t, e2eSites...))
 	bin := probedBinary(t)
@@ -228,7 +231,8 @@ func startAWSInLab(t *testing.T, ctx context.Context, lab *netlab.Lab) (*awstest
 	}
 }
 
-// startPrometheus runs the Debian Prometheus with deploy/prometheus's rule
+// startPrometheus runs the Debian Prometheus as docs/deployment.md says
+// (native histograms enabled) with deploy/prometheus's rule
 // files, 1s scrape and evaluation intervals (the rules' own "for" durations
 // and windows are unchanged), and the test's Alertmanager.
 func startPrometheus(t *testing.T, bin, dir, amURL string, targets []string) string {
@@ -259,7 +263,7 @@ scrape_configs:
 	}
 	addr := freeAddr(t)
 	startProcess(t, bin, "--config.file="+path, "--storage.tsdb.path="+filepath.Join(dir, "prometheus-data"),
-		"--web.listen-address="+addr, "--rules.alert.resend-delay=2s", "--log.level=info")
+		"--web.listen-address="+addr, "--rules.alert.resend-delay=2s", "--enable-feature=native-histograms", "--log.level=info")
 	u := "http://" + addr
 	waitHTTP(t, u+"/-/ready", 60*time.Second)
 	return u

@@ -56,6 +56,9 @@ var wantAlerts = []string{
 	"DirectConnectBGPPeerDown", "DirectConnectVIFDown", "DirectConnectConnectionDown",
 	"DirectConnectMACsecDown", "NetworkSyntheticMonitorDegraded",
 	"ProbedAgentDown", "ProbedAWSPollingStale", "ProbedConfigReloadFailed",
+	// Issue 12: a closed port is its own (service) alert; coarse RTT
+	// buckets on the server are made visible.
+	"ProbedTCPPortRefused", "ProbedRTTResolutionCoarse",
 }
 
 func TestPromtoolCheckRules(t *testing.T) {

@@ -30,6 +30,9 @@ type snapshot struct {
 	classic      [len(rttBucketsArr)]uint64
 	count        uint64
 	sum          float64
+	zero         uint64   // native zero bucket (protobuf only)
+	nlo          int      // index of nat[0]
+	nat          []uint64 // native bucket counts, in the scrape's arena (protobuf only)
 	jitter       float64
 	haveJitter   bool
 	ratio        float64
@@ -39,11 +42,20 @@ type snapshot struct {
 	guardReplies uint64
 }
 
-func (r *recorder) snapshot(s *snapshot) {
+// snapshot copies the recorder's state; with arena non-nil (protobuf) the
+// native buckets too, appended to it, so they are of the same moment as
+// the count and sum.
+func (r *recorder) snapshot(s *snapshot, arena *[]uint64) {
 	r.mu.Lock()
 	s.r, s.guard = r, r.guard
 	s.sent, s.lost, s.errs = r.sent, r.lost, r.errs
 	s.classic, s.count, s.sum = r.hist.classic, r.hist.count, r.hist.sum
+	s.nat = nil
+	if arena != nil {
+		start := len(*arena)
+		*arena = append(*arena, r.hist.native.c...)
+		s.zero, s.nlo, s.nat = r.hist.zero, r.hist.native.lo, (*arena)[start:len(*arena):len(*arena)]
+	}
 	s.jitter, s.haveJitter = r.jit.value, r.jit.have
 	s.ratio, s.haveRatio = r.win.ratio()
 	s.up = r.isUp
@@ -51,31 +63,55 @@ func (r *recorder) snapshot(s *snapshot) {
 	r.mu.Unlock()
 }
 
-var snapPool = sync.Pool{New: func() any { return new([]snapshot) }}
+// snapBuf is one scrape's reusable memory.
+type snapBuf struct {
+	s     []snapshot
+	arena []uint64
+}
 
-func (m *Metrics) snapshots() (*[]snapshot, []snapshot) {
+var snapPool = sync.Pool{New: func() any { return new(snapBuf) }}
+
+// snapshots copies every target's state; native says whether the native
+// buckets are needed (protobuf). Put the buffer back into snapPool after use.
+func (m *Metrics) snapshots(native bool) (*snapBuf, []snapshot) {
 	recs := m.recorders()
-	p := snapPool.Get().(*[]snapshot)
-	s := (*p)[:0]
+	p := snapPool.Get().(*snapBuf)
+	s := p.s[:0]
 	if cap(s) < len(recs) {
 		s = make([]snapshot, 0, len(recs))
 	}
 	s = s[:len(recs)]
-	for i, r := range recs {
-		r.snapshot(&s[i])
+	var arena *[]uint64
+	if native {
+		p.arena = p.arena[:0]
+		arena = &p.arena
 	}
+	for i, r := range recs {
+		r.snapshot(&s[i], arena)
+	}
+	if native {
+		// The arena may have moved while growing: point every snapshot at
+		// its final memory.
+		off := 0
+		for i := range s {
+			n := len(s[i].nat)
+			s[i].nat = p.arena[off : off+n : off+n]
+			off += n
+		}
+	}
+	p.s = s
 	return p, s
 }
 
 // Family help texts, shared by the text and protobuf writers.
 const (
 	helpSent      = "Probes sent."
-	helpLost      = "Probes that got no valid reply within their timeout (decided at the deadline, or at an ICMP error or TCP reset)."
-	helpErrors    = "Failed probes by reason; every lost probe has exactly one reason. reason=\"resolve\" counts failed name resolutions (no probe sent)."
+	helpLost      = "Probes the network lost: no valid reply within their timeout (decided at the deadline, or at an ICMP error). A TCP reset is an answer, not a loss (reason=\"refused\")."
+	helpErrors    = "Failed probes by reason; every lost probe has exactly one reason. reason=\"refused\" counts TCP resets (port closed, path up: not lost); reason=\"resolve\" counts failed name resolutions (no probe sent)."
 	helpRTT       = "Round-trip time of answered probes, from kernel timestamps (TCP: the kernel's handshake RTT)."
 	helpJitter    = "RFC 3550 interarrival-jitter estimate over consecutive round-trip times."
 	helpLoss      = "Share of the last probe.loss_window finished probes that were lost."
-	helpUp        = "1 after a reply, 0 after probe.down_after consecutive losses."
+	helpUp        = "1 after a reply (a TCP reset counts: the path answers), 0 after probe.down_after consecutive losses."
 	helpViolation = "1 while a guard target (expect: unreachable) answers: traffic crosses a boundary that must hold."
 	helpGuard     = "Replies received from guard targets (expect: unreachable)."
 )
@@ -222,8 +258,6 @@ func protoFamilies(snaps []snapshot) []*dto.MetricFamily {
 	gauge := func(pairs []*dto.LabelPair, v float64) *dto.Metric {
 		return &dto.Metric{Label: pairs, Gauge: &dto.Gauge{Value: proto.Float64(v)}}
 	}
-	var native [nativeBuckets]uint32
-	var zero uint64
 	for i := range snaps {
 		s := &snaps[i]
 		p := s.r.pairs
@@ -240,10 +274,7 @@ func protoFamilies(snaps []snapshot) []*dto.MetricFamily {
 				errs.Metric = append(errs.Metric, counter(lp, n))
 			}
 		}
-		s.r.mu.Lock()
-		native, zero = s.r.hist.native, s.r.hist.zero
-		s.r.mu.Unlock()
-		rtt.Metric = append(rtt.Metric, &dto.Metric{Label: p, Histogram: histogramProto(s, &native, zero)})
+		rtt.Metric = append(rtt.Metric, &dto.Metric{Label: p, Histogram: histogramProto(s)})
 		if s.haveJitter {
 			jit.Metric = append(jit.Metric, gauge(p, s.jitter))
 		}
@@ -263,27 +294,38 @@ func protoFamilies(snaps []snapshot) []*dto.MetricFamily {
 	return out
 }
 
-func histogramProto(s *snapshot, native *[nativeBuckets]uint32, zero uint64) *dto.Histogram {
+func histogramProto(s *snapshot) *dto.Histogram {
 	h := &dto.Histogram{
 		SampleCount:   proto.Uint64(s.count),
 		SampleSum:     proto.Float64(s.sum),
 		Schema:        proto.Int32(nativeSchema),
 		ZeroThreshold: proto.Float64(nativeZeroThreshold),
-		ZeroCount:     proto.Uint64(zero),
+		ZeroCount:     proto.Uint64(s.zero),
 	}
 	var cum uint64
 	for b, n := range s.classic {
 		cum += n
 		h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: proto.Float64(rttBucketsArr[b]), CumulativeCount: proto.Uint64(cum)})
 	}
-	// Native buckets as spans of consecutive indexes with delta-encoded counts.
+	// Native buckets as spans of consecutive indexes with delta-encoded
+	// counts; gaps of up to two empty buckets are sent as zeros inside the
+	// span (cheaper than a new span, as client_golang does).
 	var prev int64
 	last := math.MinInt
-	for i, n := range native {
+	for i, n := range s.nat {
 		if n == 0 {
 			continue
 		}
-		idx := i + nativeMinIndex
+		idx := i + s.nlo
+		if gap := idx - last - 1; last != math.MinInt && gap > 0 && gap <= 2 {
+			sp := h.PositiveSpan[len(h.PositiveSpan)-1]
+			for range gap {
+				*sp.Length++
+				h.PositiveDelta = append(h.PositiveDelta, -prev)
+				prev = 0
+			}
+			last = idx - 1
+		}
 		if last == math.MinInt || idx != last+1 {
 			off := int32(idx)
 			if last != math.MinInt {
@@ -337,8 +379,8 @@ func metricsHandler(reg *prometheus.Registry, m *Metrics, log *zap.Logger, procs
 		}
 		bw := bufio.NewWriterSize(out, 256<<10)
 		defer bw.Flush()
-		pool, snaps := m.snapshots()
-		defer func() { *pool = snaps[:0]; snapPool.Put(pool) }()
+		pool, snaps := m.snapshots(protoOut)
+		defer snapPool.Put(pool)
 		enc := expfmt.NewEncoder(bw, format)
 		if protoOut {
 			families = append(families, protoFamilies(snaps)...)

@@ -67,13 +67,14 @@ func TestTextExposition(t *testing.T) {
 	lbl := `{source_site="us-east",target_site="eu-frankfurt",target="10.77.7.1",path="sitelink",segment="prod",protocol="tcp",port="443"`
 	for _, want := range []string{
 		"probed_probes_sent_total" + lbl + "} 4",
-		"probed_probes_lost_total" + lbl + "} 1",
+		// A reset is an answer: not lost, and the target is up.
+		"probed_probes_lost_total" + lbl + "} 0",
 		"probed_probe_errors_total" + lbl + `,reason="refused"} 1`,
 		"probed_rtt_seconds_bucket" + lbl + `,le="0.075"} 0`,
 		"probed_rtt_seconds_bucket" + lbl + `,le="0.1"} 3`,
 		"probed_rtt_seconds_bucket" + lbl + `,le="+Inf"} 3`,
 		"probed_rtt_seconds_count" + lbl + "} 3",
-		"probed_loss_ratio" + lbl + "} 0.25",
+		"probed_loss_ratio" + lbl + "} 0",
 		"probed_target_up" + lbl + "} 1",
 		`probed_segmentation_violation{source_site="us-east",target_site="eu-frankfurt",target="10.77.7.99",path="sitelink",segment="dev",protocol="icmp",port=""} 1`,
 		"probed_icmp_ignored_replies_total{reason=\"late\"} 0",
@@ -92,9 +93,11 @@ func TestTextExposition(t *testing.T) {
 		strings.Contains(string(body), `probed_target_up{source_site="us-east",target_site="eu-frankfurt",target="10.77.7.99"`) {
 		t.Error("guard target in loss/up series")
 	}
-	// Two more losses in a row: down (down_after 2).
-	r.Sent()
-	r.Failed(probe.ReasonTimeout)
+	// Two losses in a row: down (down_after 2).
+	for range 2 {
+		r.Sent()
+		r.Failed(probe.ReasonTimeout)
+	}
 	_, body = get(t, hs.URL+"/metrics", "")
 	if !strings.Contains(string(body), "probed_target_up"+lbl+"} 0\n") {
 		t.Error("target not down after down_after losses")
@@ -117,7 +120,7 @@ func abs(x float64) float64 {
 func TestProtobufHasNativeBuckets(t *testing.T) {
 	m, hs := fixture(t)
 	r := m.Add(&config.ProbeSpec{SourceSite: "a", TargetSite: "b", Target: "10.0.0.1", Path: "p", Segment: "s", Protocol: "icmp"})
-	for _, ms := range []float64{1, 1, 2, 100} {
+	for _, ms := range []float64{1, 1, 1.0274, 2, 100} {
 		r.Sent()
 		r.Succeeded(time.Duration(ms * float64(time.Millisecond)))
 	}
@@ -139,11 +142,13 @@ func TestProtobufHasNativeBuckets(t *testing.T) {
 	if h == nil {
 		t.Fatal("no probed_rtt_seconds in protobuf output")
 	}
-	if h.GetSchema() != 3 || h.GetSampleCount() != 4 || len(h.Bucket) != len(RTTBuckets) {
+	if h.GetSchema() != 6 || h.GetSampleCount() != 5 || len(h.Bucket) != len(RTTBuckets) {
 		t.Fatalf("histogram: schema %d count %d classic %d", h.GetSchema(), h.GetSampleCount(), len(h.Bucket))
 	}
 	// Decode the native buckets back: counts must add up and sit at the
-	// right indexes (1 ms → index -79, 2 ms → -71, 100 ms → -26).
+	// right indexes (1 ms → index -637, 1.0274 ms → -635, 2 ms → -573,
+	// 100 ms → -212: ceil(64·log2 v)); the one-bucket gap at -636 is a zero
+	// inside the first span, not a span of its own.
 	got := map[int]int64{}
 	idx, di := 0, 0
 	var count int64
@@ -160,11 +165,89 @@ func TestProtobufHasNativeBuckets(t *testing.T) {
 			idx++
 		}
 	}
-	want := map[int]int64{-79: 2, -71: 1, -26: 1}
+	want := map[int]int64{-637: 2, -636: 0, -635: 1, -573: 1, -212: 1}
+	if len(h.PositiveSpan) != 3 {
+		t.Errorf("%d spans, want 3: %v", len(h.PositiveSpan), h.PositiveSpan)
+	}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("native bucket %d = %d, want %d (all: %v)", k, got[k], v, got)
 		}
+	}
+}
+
+// TestRefusedIsNotLoss: a TCP reset proves the path works (the port is
+// closed): it counts as errors{reason="refused"} only — no loss, no lost
+// probe, the target stays up — while timeouts still are loss.
+func TestRefusedIsNotLoss(t *testing.T) {
+	m, hs := fixture(t) // loss window 4, down_after 2
+	r := m.Add(&config.ProbeSpec{SourceSite: "a", TargetSite: "b", Target: "10.0.0.1", Path: "p", Segment: "s", Protocol: "tcp", Port: 9})
+	for range 10 {
+		r.Sent()
+		r.Failed(probe.ReasonRefused)
+	}
+	_, body := get(t, hs.URL+"/metrics", "")
+	lbl := `{source_site="a",target_site="b",target="10.0.0.1",path="p",segment="s",protocol="tcp",port="9"`
+	for _, want := range []string{
+		"probed_probes_sent_total" + lbl + "} 10",
+		"probed_probes_lost_total" + lbl + "} 0",
+		"probed_probe_errors_total" + lbl + `,reason="refused"} 10`,
+		"probed_loss_ratio" + lbl + "} 0",
+		"probed_target_up" + lbl + "} 1",
+		"probed_rtt_seconds_count" + lbl + "} 0",
+	} {
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("missing %s", want)
+		}
+	}
+	// A timeout, then a reset, then a timeout: never two losses in a row.
+	for _, rs := range []probe.Reason{probe.ReasonTimeout, probe.ReasonRefused, probe.ReasonTimeout} {
+		r.Sent()
+		r.Failed(rs)
+	}
+	_, body = get(t, hs.URL+"/metrics", "")
+	for _, want := range []string{
+		"probed_probes_lost_total" + lbl + "} 2",
+		"probed_loss_ratio" + lbl + "} 0.5",
+		"probed_target_up" + lbl + "} 1",
+	} {
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("missing %s", want)
+		}
+	}
+}
+
+// TestNativeWindowGrows: RTTs far apart (30 ns to 32 s, and beyond) all
+// land in their buckets while the kept window widens.
+func TestNativeWindowGrows(t *testing.T) {
+	var h rttHistogram
+	vals := []time.Duration{70 * time.Millisecond, 71 * time.Millisecond, 5 * time.Microsecond, 3 * time.Second, time.Nanosecond, time.Hour, 70 * time.Millisecond}
+	for _, v := range vals {
+		h.observe(v)
+	}
+	got := map[int]uint64{}
+	for i, n := range h.native.c {
+		if n > 0 {
+			got[h.native.lo+i] = n
+		}
+	}
+	want := map[int]uint64{}
+	for _, v := range vals {
+		want[nativeIndex(v.Seconds())]++
+	}
+	if len(got) != len(want) {
+		t.Fatalf("buckets %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("bucket %d = %d, want %d", k, got[k], v)
+		}
+	}
+	if want[nativeMinIndex] != 1 || want[nativeMaxIndex] != 1 {
+		t.Errorf("1 ns and 1 h not clamped to the extreme buckets: %v", want)
+	}
+	if n := len(h.native.c); n > nativeMaxIndex-nativeMinIndex+1 {
+		t.Errorf("window of %d buckets exceeds the schema's range", n)
 	}
 }
 

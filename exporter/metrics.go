@@ -241,6 +241,16 @@ func (r *recorder) Failed(reason probe.Reason) {
 		}
 		return
 	}
+	if reason == probe.ReasonRefused {
+		// A TCP reset is the far end answering: the path works, the port
+		// is closed. A service fact, counted as errors{reason="refused"},
+		// never as network loss, and the target is up (reachable).
+		r.errs[reason]++
+		r.win.add(false)
+		r.consecLost = 0
+		r.setUp(1)
+		return
+	}
 	r.lost++
 	r.errs[reason]++
 	r.win.add(true)

@@ -67,7 +67,8 @@ func TestNativeIndex(t *testing.T) {
 		v    float64
 		want int
 	}{
-		{1, 0}, {2, 8}, {0.5, -8}, {1.0001, 1}, {math.Exp2(1.0 / 8), 1}, {math.Exp2(1.0/8) * 1.000001, 2}, {0.001, -79},
+		{1, 0}, {2, 64}, {0.5, -64}, {1.0001, 1}, {math.Exp2(1.0 / 64), 1}, {math.Exp2(1.0/64) * 1.000001, 2}, {0.001, -637},
+		{1e-12, nativeMinIndex}, {1000, nativeMaxIndex},
 	} {
 		if got := nativeIndex(tc.v); got != tc.want {
 			t.Errorf("nativeIndex(%v) = %d, want %d", tc.v, got, tc.want)

@@ -16,6 +16,8 @@ const (
 	metricSent    = "probed_probes_sent_total"
 	metricLost    = "probed_probes_lost_total"
 	metricBucket  = "probed_rtt_seconds_bucket"
+	metricNative  = "probed_rtt_seconds" // native histogram
+	metricErrors  = "probed_probe_errors_total"
 	metricRTTSum  = "probed_rtt_seconds_sum"
 	metricRTTN    = "probed_rtt_seconds_count"
 	metricJitter  = "probed_jitter_seconds"
@@ -32,6 +34,7 @@ const (
 const (
 	stNoData byte = iota
 	stGood
+	stUnresolved // good as far as the data can tell: p95 in the objective's bucket
 	stUnreachable
 	stLoss
 	stLatency
@@ -40,9 +43,10 @@ const (
 var causeName = map[byte]string{stUnreachable: "unreachable", stLoss: "loss", stLatency: "latency"}
 
 // Definition is printed in every report so readers know what "good" means.
-const Definition = "A minute is good when its probes were answered (not all lost), its probe loss was at most the loss objective " +
-	"and the 95th-percentile RTT of its answered probes (from probed_rtt_seconds_bucket, as histogram_quantile computes it) " +
-	"was at most the RTT objective. Otherwise it is bad, with cause unreachable (every probe lost), loss or latency, " +
+const Definition = "A minute is good when its probes were answered (not all lost; a TCP reset is an answer), its probe loss was at most the loss objective " +
+	"and the 95th-percentile RTT of its answered probes (from the probed_rtt_seconds histogram: native buckets where Prometheus stores them, " +
+	"classic buckets otherwise) was at most the RTT objective. A p95 that falls in the histogram bucket holding the objective cannot be judged: " +
+	"such a minute is counted good and reported as unresolved, never as a breach. Otherwise it is bad, with cause unreachable (every probe lost), loss or latency, " +
 	"in that order of precedence. A minute without probe samples (agent down, scrape failed) is no data: neither good nor bad. " +
 	"Availability = good / (good + bad). Results are per source site, target site, path and segment, summing all targets " +
 	"and protocols of that pair. Breach windows are runs of consecutive bad minutes. Times are UTC."
@@ -67,15 +71,18 @@ type Options struct {
 type pairKey struct{ source, target, path, segment string }
 
 type builder struct {
-	c      *Client
-	o      Options
-	n      int // minutes in the period
-	pairs  map[pairKey]*Pair
-	days   []time.Time // start of each day
-	aws    map[string]*awsSeries
-	events []awsEvent
-	conn   map[string]string // connection_id → site
-	rep    *Report
+	c     *Client
+	o     Options
+	n     int // minutes in the period
+	pairs map[pairKey]*Pair
+	days  []time.Time // start of each day
+	// What the server stores: native histograms, classic buckets (both
+	// during a switch), and TCP resets.
+	native, classic, refused bool
+	aws                      map[string]*awsSeries
+	events                   []awsEvent
+	conn                     map[string]string // connection_id → site
+	rep                      *Report
 }
 
 type awsSeries struct {
@@ -187,17 +194,22 @@ func (b *builder) checkMetrics(ctx context.Context) ([]string, error) {
 		return nil, fmt.Errorf("Prometheus at %s has no probed_* metrics %s: is it scraping the probed agents (their /metrics on port 9447), and is the period right?", b.c.URL(), period)
 	}
 	var missing []string
-	for _, m := range []string{metricSent, metricLost, metricBucket} {
+	for _, m := range []string{metricSent, metricLost} {
 		if !have[m] {
 			missing = append(missing, m)
 		}
 	}
+	b.native, b.classic, b.refused = have[metricNative], have[metricBucket], have[metricErrors]
+	if !b.native && !b.classic {
+		missing = append(missing, metricNative+" (native histogram) or "+metricBucket)
+	}
 	if len(missing) > 0 {
-		hint := ""
-		if have["probed_rtt_seconds"] || !have[metricBucket] && have[metricSent] {
-			hint = " (if Prometheus ingests native histograms only, set scrape_classic_histograms: true for the probed job)"
-		}
-		return nil, fmt.Errorf("Prometheus at %s is missing metric %s %s%s", b.c.URL(), strings.Join(missing, ", "), period, hint)
+		return nil, fmt.Errorf("Prometheus at %s is missing metric %s %s", b.c.URL(), strings.Join(missing, ", "), period)
+	}
+	if b.classic {
+		b.rep.Notes = append(b.rep.Notes, "Some or all RTT data are classic histogram buckets (probed_rtt_seconds_bucket, 25–67 % wide): "+
+			"percentiles of that data are only as exact as a bucket, and minutes whose p95 falls in the bucket holding the RTT objective are unresolved. "+
+			"Run Prometheus with --enable-feature=native-histograms for 1 % resolution.")
 	}
 	if !have[metricJitter] {
 		b.rep.Notes = append(b.rep.Notes, "No "+metricJitter+" series: jitter is not reported.")
@@ -231,10 +243,11 @@ func (b *builder) pair(m map[string]string) *Pair {
 		p = &Pair{
 			Source: k.source, Target: k.target, Path: k.path, Segment: k.segment,
 			Objective: Objective{AvailabilityPercent: obj.Availability, LossPercent: obj.Loss, RTTP95Seconds: obj.RTTP95.Seconds()},
-			status:    make([]byte, b.n), buckets: Buckets{}, dayAcc: make([]dayAcc, len(b.days)),
+			status:    make([]byte, b.n), buckets: Buckets{}, native: NativeBuckets{}, bounds: map[float64]bool{},
+			latQ: map[int]latCand{}, dayAcc: make([]dayAcc, len(b.days)),
 		}
 		for i := range p.dayAcc {
-			p.dayAcc[i].buckets = Buckets{}
+			p.dayAcc[i].buckets, p.dayAcc[i].native = Buckets{}, NativeBuckets{}
 		}
 		b.pairs[k] = p
 	}
@@ -281,25 +294,53 @@ func (b *builder) minutes(ctx context.Context, cs, ce time.Time) error {
 	if err != nil {
 		return fmt.Errorf("querying probes lost: %w", err)
 	}
-	p95, err := b.chunkValues(ctx, fmt.Sprintf("histogram_quantile(0.95, sum by (%s, le) (increase(%s%s)))", groupLabels, b.sel(metricBucket), w), cs, ce)
-	if err != nil {
-		return fmt.Errorf("querying per-minute p95 RTT: %w", err)
+	// Per-minute p95 and replies, from whichever histogram the server has
+	// (native first: it resolves 1 %).
+	none := map[*Pair][]float64{}
+	p95n, p95c, answered, answeredC, refused := none, none, none, none, none
+	if b.native {
+		if p95n, err = b.chunkValues(ctx, fmt.Sprintf("histogram_quantile(0.95, sum by (%s) (increase(%s%s)))", groupLabels, b.sel(metricNative), w), cs, ce); err != nil {
+			return fmt.Errorf("querying per-minute p95 RTT: %w", err)
+		}
+		// Replies counted by the RTT histogram: a minute with none is
+		// unreachable even when some of its losses are only decided (at the
+		// probe timeout) in the next minute.
+		if answered, err = b.chunkValues(ctx, fmt.Sprintf("histogram_count(sum by (%s) (increase(%s%s)))", groupLabels, b.sel(metricNative), w), cs, ce); err != nil {
+			return fmt.Errorf("querying probes answered: %w", err)
+		}
+	}
+	if b.classic {
+		if p95c, err = b.chunkValues(ctx, fmt.Sprintf("histogram_quantile(0.95, sum by (%s, le) (increase(%s%s)))", groupLabels, b.sel(metricBucket), w), cs, ce); err != nil {
+			return fmt.Errorf("querying per-minute p95 RTT: %w", err)
+		}
+		if answeredC, err = b.chunkValues(ctx, fmt.Sprintf("sum by (%s) (increase(%s%s))", groupLabels, b.sel(metricRTTN), w), cs, ce); err != nil {
+			return fmt.Errorf("querying probes answered: %w", err)
+		}
+	}
+	if b.refused {
+		// A TCP reset answers the probe: the path is up (the port is closed).
+		sel := metricErrors + `{reason="refused"}`
+		if b.o.Match != "" {
+			sel = metricErrors + `{reason="refused",` + b.o.Match + "}"
+		}
+		if refused, err = b.chunkValues(ctx, fmt.Sprintf("sum by (%s) (increase(%s%s))", groupLabels, sel, w), cs, ce); err != nil {
+			return fmt.Errorf("querying refused probes: %w", err)
+		}
 	}
 	jit, err := b.chunkValues(ctx, fmt.Sprintf("avg by (%s) (avg_over_time(%s%s))", groupLabels, b.sel(metricJitter), w), cs, ce)
 	if err != nil {
 		return fmt.Errorf("querying jitter: %w", err)
 	}
-	// Replies counted by the RTT histogram: a minute with none is
-	// unreachable even when some of its losses are only decided (at the
-	// probe timeout) in the next minute.
-	answered, err := b.chunkValues(ctx, fmt.Sprintf("sum by (%s) (increase(%s%s))", groupLabels, b.sel(metricRTTN), w), cs, ce)
-	if err != nil {
-		return fmt.Errorf("querying probes answered: %w", err)
+	at := func(v []float64, i int) float64 {
+		if v == nil {
+			return math.NaN()
+		}
+		return v[i]
 	}
 	base := int(cs.Sub(b.o.From) / b.o.Step)
 	perDay := int(24 * time.Hour / b.o.Step)
 	for p, s := range sent {
-		l, q, j, a := lost[p], p95[p], jit[p], answered[p]
+		l, j := lost[p], jit[p]
 		for i, snt := range s {
 			if math.IsNaN(snt) || snt < 0.5 {
 				continue // no probes counted: no data
@@ -308,17 +349,33 @@ func (b *builder) minutes(ctx context.Context, cs, ce time.Time) error {
 			if l != nil && !math.IsNaN(l[i]) {
 				lst = l[i]
 			}
+			// Answered: RTT samples (native, else classic) plus resets.
+			a := at(answered[p], i)
+			if math.IsNaN(a) {
+				a = at(answeredC[p], i)
+			}
+			if r := at(refused[p], i); !math.IsNaN(r) {
+				if math.IsNaN(a) {
+					a = 0
+				}
+				a += r
+			}
+			q, native := at(p95n[p], i), true
+			if math.IsNaN(q) {
+				q, native = at(p95c[p], i), false
+			}
 			st := stGood
 			lossPct := 100 * lst / snt
+			idx := base + i
 			switch {
-			case lst >= snt*(1-1e-9) || a != nil && !math.IsNaN(a[i]) && a[i] < 0.5:
+			case lst >= snt*(1-1e-9) || !math.IsNaN(a) && a < 0.5:
 				st = stUnreachable
 			case lossPct > p.Objective.LossPercent+1e-9:
 				st = stLoss
-			case q != nil && !math.IsNaN(q[i]) && q[i] > p.Objective.RTTP95Seconds*(1+1e-12):
-				st = stLatency
+			case !math.IsNaN(q) && 3*q > p.Objective.RTTP95Seconds:
+				// Judged once the bucket layout is known (finish).
+				p.latQ[idx] = latCand{p95: q, native: native}
 			}
-			idx := base + i
 			p.status[idx] = st
 			p.ProbesSent += snt
 			p.ProbesLost += lst
@@ -357,6 +414,23 @@ func (b *builder) day(ctx context.Context, i int, ds, de time.Time) error {
 
 func (b *builder) dayWindow(ctx context.Context, i int, ws, we time.Time) error {
 	w := fmt.Sprintf("[%ds]", int64(we.Sub(ws).Seconds()))
+	if b.native {
+		hs, err := b.c.queryHistograms(ctx, fmt.Sprintf("sum by (%s) (increase(%s%s))", groupLabels, b.sel(metricNative), w), float64(we.UnixMilli())/1000)
+		if err != nil {
+			return err
+		}
+		for _, h := range hs {
+			d := &b.pair(h.Metric).dayAcc[i]
+			for _, bk := range h.Buckets {
+				d.native.add(bk.lower, bk.upper, bk.count)
+			}
+			d.rttSum += h.Sum
+			d.rttN += h.Count
+		}
+	}
+	if !b.classic {
+		return nil
+	}
 	res, err := b.c.Query(ctx, fmt.Sprintf("sum by (%s, le) (increase(%s%s))", groupLabels, b.sel(metricBucket), w), we)
 	if err != nil {
 		return err
@@ -508,19 +582,24 @@ func (b *builder) finish() {
 		m.Total = b.n
 		for i := range p.dayAcc {
 			p.buckets.add(p.dayAcc[i].buckets)
+			p.native.merge(p.dayAcc[i].native)
 			p.rttSum += p.dayAcc[i].rttSum
 			p.rttN += p.dayAcc[i].rttN
 			p.Days = append(p.Days, &Day{Date: b.days[i].Format(time.DateOnly)})
 		}
+		b.judgeLatency(p)
 		for i, st := range p.status {
 			d := p.Days[i/perDay]
 			switch st {
 			case stNoData:
 				m.NoData++
 				d.NoData++
-			case stGood:
+			case stGood, stUnresolved:
 				m.Good++
 				d.Good++
+				if st == stUnresolved {
+					m.LatencyUnresolved++
+				}
 			default:
 				m.Bad++
 				d.Bad++
@@ -535,11 +614,21 @@ func (b *builder) finish() {
 			}
 		}
 		p.AvailabilityPercent = ratio(100*float64(m.Good), float64(m.Good+m.Bad))
+		p.AvailabilityMinPercent = ratio(100*float64(m.Good-m.LatencyUnresolved), float64(m.Good+m.Bad))
+		if m.LatencyUnresolved > 0 {
+			r.Notes = append(r.Notes, fmt.Sprintf("%s: the RTT objective %s lies inside the histogram bucket %s its data resolves (%s): "+
+				"%d minutes whose p95 fell in that bucket could not be judged on latency; they are counted good "+
+				"(availability %.4f %%; %.4f %% if they were all bad).",
+				p.Name(), fmtSeconds(p.Objective.RTTP95Seconds), p.unresolvedBucket, p.RTTResolution, m.LatencyUnresolved,
+				float64(p.AvailabilityPercent), float64(p.AvailabilityMinPercent)))
+		}
 		switch {
 		case !p.AvailabilityPercent.Valid():
 			p.Status = "no data"
-		case float64(p.AvailabilityPercent) >= p.Objective.AvailabilityPercent-1e-9:
+		case float64(p.AvailabilityMinPercent) >= p.Objective.AvailabilityPercent-1e-9:
 			p.Status = "met"
+		case float64(p.AvailabilityPercent) >= p.Objective.AvailabilityPercent-1e-9:
+			p.Status = "unresolved"
 		default:
 			p.Status = "breached"
 		}
@@ -555,16 +644,37 @@ func (b *builder) finish() {
 				p.ErrorBudgetUsedPercent = Num(math.Inf(1))
 			}
 		}
-		p.RTT = rttOf(p.buckets, p.rttSum, p.rttN)
+		p.RTT = b.rttOf(p, p.buckets, p.native, p.rttSum, p.rttN)
 		p.LossPercent = ratio(100*p.ProbesLost, p.ProbesSent)
 		p.JitterSeconds = ratio(p.jitSum, float64(p.jitN))
 		for i, d := range p.Days {
 			a := &p.dayAcc[i]
 			d.AvailabilityPercent = ratio(100*float64(d.Good), float64(d.Good+d.Bad))
-			d.RTT = rttOf(a.buckets, a.rttSum, a.rttN)
+			d.RTT = b.rttOf(p, a.buckets, a.native, a.rttSum, a.rttN)
 			d.LossPercent = ratio(100*a.lost, a.sent)
 		}
 		p.Breaches = b.breaches(p, changes)
+	}
+	res := map[string]int{}
+	for _, p := range r.Pairs {
+		if p.RTTResolution != "" {
+			res[p.RTTResolution]++
+		}
+	}
+	var kinds []string
+	for k, n := range res {
+		kinds = append(kinds, fmt.Sprintf("%s (%d pairs)", k, n))
+	}
+	sort.Strings(kinds)
+	switch len(kinds) {
+	case 0:
+		r.RTTResolution = "no RTT data"
+	case 1:
+		for k := range res {
+			r.RTTResolution = k
+		}
+	default:
+		r.RTTResolution = strings.Join(kinds, "; ")
 	}
 	r.Comparisons = b.compare()
 	sum, n := 0.0, 0
@@ -577,8 +687,97 @@ func (b *builder) finish() {
 	r.PathDiffPercent = ratio(sum, float64(n))
 }
 
-func rttOf(bk Buckets, sum, n float64) RTT {
-	return RTT{P50: Num(bk.Quantile(0.5)), P95: Num(bk.Quantile(0.95)), P99: Num(bk.Quantile(0.99)), Mean: ratio(sum, n)}
+// rttOf summarises RTTs from native buckets, classic buckets, or — when
+// a period has both — the native counts spread over the classic bounds.
+func (b *builder) rttOf(p *Pair, bk Buckets, nb NativeBuckets, sum, n float64) RTT {
+	r := RTT{Mean: ratio(sum, n)}
+	var q func(float64) float64
+	switch {
+	case len(nb) > 0 && classicCount(bk) == 0:
+		q = nb.Quantile
+	case len(nb) > 0:
+		merged := nb.toClassic(p.sortedBounds())
+		merged.add(bk)
+		q = merged.Quantile
+	default:
+		q = bk.Quantile
+	}
+	r.P50, r.P95, r.P99 = Num(q(0.5)), Num(q(0.95)), Num(q(0.99))
+	return r
+}
+
+func classicCount(bk Buckets) float64 {
+	return bk[math.Inf(1)]
+}
+
+// sortedBounds are the finite classic bucket bounds the pair's data has.
+func (p *Pair) sortedBounds() []float64 {
+	var out []float64
+	for u := range p.bounds {
+		if !math.IsInf(u, 1) {
+			out = append(out, u)
+		}
+	}
+	sort.Float64s(out)
+	return out
+}
+
+// judgeLatency decides the minutes whose p95 RTT was near or above the
+// objective. The true p95 lies in the same bucket as histogram_quantile's
+// estimate (which interpolates inside the bucket holding the rank): when
+// the whole bucket is at or under the objective the minute is good, when
+// it is above, bad (latency); when the objective lies inside it, the data
+// cannot tell: unresolved, counted good, reported. It also names the
+// resolution the pair's RTT figures have.
+func (b *builder) judgeLatency(p *Pair) {
+	for _, d := range p.dayAcc {
+		for u := range d.buckets {
+			p.bounds[u] = true
+		}
+	}
+	bounds := p.sortedBounds()
+	ratioN := p.native.widest()
+	schema := nativeSchemaOf(ratioN)
+	hasClassic := classicCount(p.buckets) > 0
+	switch {
+	case len(p.native) > 0 && !hasClassic:
+		p.RTTResolution = fmt.Sprintf("native histogram (schema %d: buckets %.2f %% wide)", schema, 100*(math.Exp2(math.Exp2(-float64(schema)))-1))
+	case len(p.native) > 0:
+		p.RTTResolution = "classic buckets (native and classic data mixed in the period; percentiles at classic resolution)"
+	case hasClassic:
+		p.RTTResolution = "classic buckets (25–67 % wide)"
+	}
+	obj := p.Objective.RTTP95Seconds
+	unresolved := 0
+	var ulo, uhi float64
+	for idx, c := range p.latQ {
+		if p.status[idx] != stGood {
+			continue
+		}
+		var lo, hi float64
+		if c.native {
+			lo, hi = nativeBucketOf(c.p95, schema)
+		} else {
+			lo, hi = classicBucketOf(c.p95, bounds)
+		}
+		switch {
+		case hi <= obj*(1+1e-12):
+		case lo >= obj*(1-1e-12):
+			p.status[idx] = stLatency
+		default:
+			p.status[idx] = stUnresolved
+			unresolved++
+			ulo, uhi = lo, hi
+		}
+	}
+	p.latQ = nil
+	if unresolved > 0 {
+		p.unresolvedBucket = fmt.Sprintf("(%s, %s]", fmtSeconds(ulo), fmtSeconds(uhi))
+	}
+}
+
+func fmtSeconds(s float64) string {
+	return time.Duration(math.Round(s * 1e9)).String()
 }
 
 // awsChanges resolves the recorded events into readable changes, with the
@@ -621,7 +820,7 @@ func (b *builder) breaches(p *Pair, changes []AWSChange) []*Breach {
 	var out []*Breach
 	awsPath := b.o.SLA.AWSPathSet()[p.Path]
 	for i := 0; i < len(p.status); {
-		if p.status[i] == stNoData || p.status[i] == stGood {
+		if p.status[i] < stUnreachable { // no data, good, unresolved
 			i++
 			continue
 		}

@@ -264,6 +264,7 @@ svg .legend{font-size:12px}details{margin:.3em 0}
 <h1>SLA report {{time .R.From}} – {{time .R.To}} UTC</h1>
 <p>Source: Prometheus at <code>{{.R.Prometheus}}</code>, generated {{time .R.Generated}} UTC, one judgement per {{.Step}}.</p>
 <p class="def"><b>Definition.</b> {{.R.Definition}}</p>
+<p class="def"><b>RTT resolution.</b> {{.R.RTTResolution}}.</p>
 
 <h2>Availability against objective</h2>
 {{availabilityChart .R}}

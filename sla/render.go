@@ -142,6 +142,7 @@ func renderMarkdown(w io.Writer, r *Report) error {
 	p("# SLA report %s\n\n", periodText(r))
 	p("Source: Prometheus at %s, generated %s UTC, one judgement per %s.\n\n", r.Prometheus, fmtTime(r.Generated), stepText(r))
 	p("**Definition.** %s\n\n", r.Definition)
+	p("**RTT resolution.** %s.\n\n", r.RTTResolution)
 	p("## Summary\n\n")
 	p("| Pair | Path | Segment | Objective | Availability | Status | Good min | Bad min | No-data min | Error budget used | RTT p50 | RTT p95 | RTT p99 | Mean loss | Jitter | Breaches |\n")
 	p("|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")

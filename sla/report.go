@@ -17,6 +17,9 @@ type Report struct {
 	To          time.Time `json:"to"`
 	StepSeconds float64   `json:"step_seconds"`
 	Definition  string    `json:"definition"`
+	// RTTResolution says what the RTT figures and latency verdicts were
+	// computed from (per pair in Pair.RTTResolution).
+	RTTResolution string `json:"rtt_resolution"`
 	// AWSState is true when AWS-state metrics (probed_dx_*) were found, so
 	// breach windows could be checked against them.
 	AWSState bool `json:"aws_state"`
@@ -40,6 +43,10 @@ type Minutes struct {
 	Unreachable int `json:"unreachable"`
 	Loss        int `json:"loss"`
 	Latency     int `json:"latency"`
+	// LatencyUnresolved counts minutes (included in Good) whose p95 RTT
+	// fell in the histogram bucket that holds the RTT objective: the data
+	// cannot tell whether they met it. They are never counted bad.
+	LatencyUnresolved int `json:"latency_unresolved"`
 }
 
 // Objective is the objective a pair was measured against.
@@ -67,8 +74,16 @@ type Pair struct {
 	Minutes   Minutes   `json:"minutes"`
 	// AvailabilityPercent is good / (good + bad); null with no data at all.
 	AvailabilityPercent Num `json:"availability_percent"`
-	// Status is "met", "breached" or "no data".
-	Status                 string    `json:"status"`
+	// AvailabilityMinPercent is the availability if every minute whose
+	// latency could not be judged (Minutes.LatencyUnresolved) was bad.
+	AvailabilityMinPercent Num `json:"availability_min_percent"`
+	// Status is "met", "breached", "unresolved" (met or breached depending
+	// on minutes the RTT data cannot judge) or "no data".
+	Status string `json:"status"`
+	// RTTResolution says what the RTT figures and latency verdicts were
+	// computed from: native-histogram buckets (and how wide) or classic
+	// buckets.
+	RTTResolution          string    `json:"rtt_resolution"`
 	ErrorBudgetUsedPercent Num       `json:"error_budget_used_percent"`
 	RTT                    RTT       `json:"rtt"`
 	LossPercent            Num       `json:"loss_percent"`
@@ -78,13 +93,18 @@ type Pair struct {
 	Breaches               []*Breach `json:"breaches"`
 	Days                   []*Day    `json:"days"`
 
-	status  []byte // per-minute outcome
-	buckets Buckets
-	rttSum  float64
-	rttN    float64
-	jitSum  float64
-	jitN    int
-	dayAcc  []dayAcc
+	status []byte // per-minute outcome
+	latQ   map[int]latCand
+	// unresolvedBucket names the bucket that held the objective.
+	unresolvedBucket string
+	buckets          Buckets
+	native           NativeBuckets
+	bounds           map[float64]bool // classic bucket bounds seen
+	rttSum           float64
+	rttN             float64
+	jitSum           float64
+	jitN             int
+	dayAcc           []dayAcc
 }
 
 // Name is "source → target path/segment".
@@ -127,9 +147,17 @@ type Day struct {
 	LossPercent         Num    `json:"loss_percent"`
 }
 
+// latCand is a minute's p95 RTT whose latency verdict waits for the
+// bucket layout (known once the days are read).
+type latCand struct {
+	p95    float64
+	native bool
+}
+
 type dayAcc struct {
 	sent, lost   float64
 	buckets      Buckets
+	native       NativeBuckets
 	rttSum, rttN float64
 }
 
