@@ -49,13 +49,13 @@ func TestTextExposition(t *testing.T) {
 	r := m.Add(spec)
 	for _, ms := range []int{80, 82, 81} {
 		r.Sent()
-		r.Succeeded(time.Duration(ms) * time.Millisecond)
+		r.Succeeded(probe.Probe{}, time.Duration(ms)*time.Millisecond)
 	}
 	r.Sent()
-	r.Failed(probe.ReasonRefused)
+	r.Failed(probe.Probe{}, probe.ReasonRefused)
 	guard := m.Add(&config.ProbeSpec{SourceSite: "us-east", TargetSite: "eu-frankfurt", Target: "10.77.7.99", Path: "sitelink", Segment: "dev", Protocol: "icmp", Guard: true})
 	guard.Sent()
-	guard.Succeeded(time.Millisecond)
+	guard.Succeeded(probe.Probe{}, time.Millisecond)
 
 	_, body := get(t, hs.URL+"/metrics", "")
 	// The text must parse as the Prometheus text format.
@@ -96,7 +96,7 @@ func TestTextExposition(t *testing.T) {
 	// Two losses in a row: down (down_after 2).
 	for range 2 {
 		r.Sent()
-		r.Failed(probe.ReasonTimeout)
+		r.Failed(probe.Probe{}, probe.ReasonTimeout)
 	}
 	_, body = get(t, hs.URL+"/metrics", "")
 	if !strings.Contains(string(body), "probed_target_up"+lbl+"} 0\n") {
@@ -122,7 +122,7 @@ func TestProtobufHasNativeBuckets(t *testing.T) {
 	r := m.Add(&config.ProbeSpec{SourceSite: "a", TargetSite: "b", Target: "10.0.0.1", Path: "p", Segment: "s", Protocol: "icmp"})
 	for _, ms := range []float64{1, 1, 1.0274, 2, 100} {
 		r.Sent()
-		r.Succeeded(time.Duration(ms * float64(time.Millisecond)))
+		r.Succeeded(probe.Probe{}, time.Duration(ms*float64(time.Millisecond)))
 	}
 	resp, body := get(t, hs.URL+"/metrics", "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited")
 	if !strings.Contains(resp.Header.Get("Content-Type"), "protobuf") {
@@ -184,7 +184,7 @@ func TestRefusedIsNotLoss(t *testing.T) {
 	r := m.Add(&config.ProbeSpec{SourceSite: "a", TargetSite: "b", Target: "10.0.0.1", Path: "p", Segment: "s", Protocol: "tcp", Port: 9})
 	for range 10 {
 		r.Sent()
-		r.Failed(probe.ReasonRefused)
+		r.Failed(probe.Probe{}, probe.ReasonRefused)
 	}
 	_, body := get(t, hs.URL+"/metrics", "")
 	lbl := `{source_site="a",target_site="b",target="10.0.0.1",path="p",segment="s",protocol="tcp",port="9"`
@@ -203,7 +203,7 @@ func TestRefusedIsNotLoss(t *testing.T) {
 	// A timeout, then a reset, then a timeout: never two losses in a row.
 	for _, rs := range []probe.Reason{probe.ReasonTimeout, probe.ReasonRefused, probe.ReasonTimeout} {
 		r.Sent()
-		r.Failed(rs)
+		r.Failed(probe.Probe{}, rs)
 	}
 	_, body = get(t, hs.URL+"/metrics", "")
 	for _, want := range []string{
@@ -258,6 +258,6 @@ func BenchmarkRecorder(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		r.Sent()
-		r.Succeeded(time.Duration(70_000_000 + i%1000))
+		r.Succeeded(probe.Probe{}, time.Duration(70_000_000+i%1000))
 	}
 }

@@ -203,7 +203,7 @@ func (r *recorder) Unsent(reason probe.Reason) {
 	}
 }
 
-func (r *recorder) Succeeded(rtt time.Duration) {
+func (r *recorder) Succeeded(_ probe.Probe, rtt time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.removed {
@@ -221,7 +221,7 @@ func (r *recorder) Succeeded(rtt time.Duration) {
 	r.setUp(1)
 }
 
-func (r *recorder) Failed(reason probe.Reason) {
+func (r *recorder) Failed(_ probe.Probe, reason probe.Reason) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.removed {

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/probed/probed/config"
+	"github.com/probed/probed/probe"
 )
 
 func newLoadedMetrics(b *testing.B, n int) (*prometheus.Registry, *Metrics) {
@@ -23,7 +24,7 @@ func newLoadedMetrics(b *testing.B, n int) (*prometheus.Registry, *Metrics) {
 		r := m.Add(s)
 		for k := 0; k < 20; k++ {
 			r.Sent()
-			r.Succeeded(time.Duration(70+k) * time.Millisecond)
+			r.Succeeded(probe.Probe{}, time.Duration(70+k)*time.Millisecond)
 		}
 	}
 	return reg, m

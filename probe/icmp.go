@@ -331,6 +331,9 @@ type slot struct {
 	state    uint8
 }
 
+// probe identifies the slot's probe in its outcome.
+func (sl *slot) probe() Probe { return Probe{Sent: time.Unix(0, sl.sentWall)} }
+
 // Slot table sizes: a new socket starts with minSlots.
 const (
 	minSlots = 256
@@ -531,7 +534,7 @@ func (c *icmpConn) send(t *target, b *binding) {
 	if !found {
 		c.mu.Unlock()
 		t.rec.Sent()
-		t.rec.Failed(ReasonSendError)
+		t.rec.Failed(Probe{Sent: time.Now()}, ReasonSendError)
 		return
 	}
 	c.serial++
@@ -554,7 +557,7 @@ func (c *icmpConn) send(t *target, b *binding) {
 		}
 		c.mu.Unlock()
 		c.p.e.log.Debug("ICMP send failed", zap.String("target", t.spec.Target), zap.Error(err))
-		t.rec.Failed(ReasonSendError)
+		t.rec.Failed(Probe{Sent: at}, ReasonSendError)
 		return
 	}
 	c.deadlines.push(pending{deadline: sl.deadline, serial: serial, seq: seq})
@@ -645,7 +648,7 @@ func (c *icmpConn) expire(now int64) int64 {
 		if sl.serial == d.serial && sl.state == slotInFlight {
 			t := sl.t
 			sl.state, sl.t = slotLost, nil
-			t.rec.Failed(ReasonTimeout)
+			t.rec.Failed(sl.probe(), ReasonTimeout)
 		}
 	}
 	if len(c.deadlines) == 0 {
@@ -785,14 +788,16 @@ func (c *icmpConn) handleReply(pk *icmpsock.Packet, id uint16, raw bool) {
 	if rtt > t.timeout {
 		// Arrived after the deadline: lost, and the reply is late.
 		sl.state, sl.t = slotLost, nil
+		p := sl.probe()
 		c.mu.Unlock()
-		t.rec.Failed(ReasonTimeout)
+		t.rec.Failed(p, ReasonTimeout)
 		c.p.e.sink.Ignored(IgnoredLate)
 		return
 	}
 	sl.state, sl.t = slotAnswered, nil
+	p := sl.probe()
 	c.mu.Unlock()
-	t.rec.Succeeded(time.Duration(rtt))
+	t.rec.Succeeded(p, time.Duration(rtt))
 }
 
 // handleError attributes an ICMP error to the probe whose request it quotes.
@@ -854,8 +859,9 @@ func (c *icmpConn) handleError(pk *icmpsock.Packet, r Reason, id uint16, raw boo
 	}
 	t := sl.t
 	sl.state, sl.t = slotLost, nil
+	p := sl.probe()
 	c.mu.Unlock()
-	t.rec.Failed(r)
+	t.rec.Failed(p, r)
 }
 
 func reasonV4(typ, code byte) Reason {

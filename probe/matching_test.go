@@ -32,12 +32,16 @@ type countingRec struct {
 }
 
 func (r *countingRec) Sent() { r.mu.Lock(); r.sent++; r.mu.Unlock() }
-func (r *countingRec) Succeeded(d time.Duration) {
+func (r *countingRec) Succeeded(_ Probe, d time.Duration) {
 	r.mu.Lock()
 	r.rtts = append(r.rtts, d)
 	r.mu.Unlock()
 }
-func (r *countingRec) Failed(x Reason) { r.mu.Lock(); r.reasons = append(r.reasons, x); r.mu.Unlock() }
+func (r *countingRec) Failed(_ Probe, x Reason) {
+	r.mu.Lock()
+	r.reasons = append(r.reasons, x)
+	r.mu.Unlock()
+}
 func (r *countingRec) Unsent(x Reason) { r.mu.Lock(); r.unsent = append(r.unsent, x); r.mu.Unlock() }
 func (r *countingRec) ResolveFailed()  { r.mu.Lock(); r.resolveFails++; r.mu.Unlock() }
 
@@ -274,11 +278,11 @@ func (nopSink) SocketDrops(uint64)                 {}
 
 type nopRec struct{}
 
-func (nopRec) Sent()                   {}
-func (nopRec) Succeeded(time.Duration) {}
-func (nopRec) Failed(Reason)           {}
-func (nopRec) Unsent(Reason)           {}
-func (nopRec) ResolveFailed()          {}
+func (nopRec) Sent()                          {}
+func (nopRec) Succeeded(Probe, time.Duration) {}
+func (nopRec) Failed(Probe, Reason)           {}
+func (nopRec) Unsent(Reason)                  {}
+func (nopRec) ResolveFailed()                 {}
 
 // A reply the kernel received in time but the agent has not read yet (a
 // stalled reader on a loaded machine) must not make its probe lost: expiry

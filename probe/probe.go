@@ -76,6 +76,14 @@ func (i Ignored) String() string {
 	return "unknown"
 }
 
+// Probe is what identifies one probe in its outcome: when it left (wall
+// clock, for events and histories stamped with the probe's own time) and
+// over which of its job's flows.
+type Probe struct {
+	Sent time.Time
+	Flow int
+}
+
 // Recorder receives the outcomes of one ICMP or TCP job. Calls come from
 // several goroutines; implementations must be safe for that and must not
 // block.
@@ -83,9 +91,9 @@ type Recorder interface {
 	// Sent is called when a probe has left the agent.
 	Sent()
 	// Succeeded is called once for a probe answered within its timeout.
-	Succeeded(rtt time.Duration)
+	Succeeded(p Probe, rtt time.Duration)
 	// Failed is called once for a probe that got no valid reply.
-	Failed(r Reason)
+	Failed(p Probe, r Reason)
 	// Unsent is called for a slot at which no probe could leave: the name
 	// does not resolve (ReasonResolve) or the socket cannot be opened or
 	// bound (ReasonBind). It is not a network loss.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,13 +40,14 @@ func (p *tcpProber) fire(t *target, b *binding) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
+		sent := time.Now()
 		rtt, err := p.e.socks.Connect(p.e.life, c)
 		if p.e.life.Err() != nil {
 			return // shutting down: no verdict rather than a false loss
 		}
 		if err == nil {
 			t.rec.Sent()
-			t.rec.Succeeded(rtt)
+			t.rec.Succeeded(Probe{Sent: sent}, rtt)
 			return
 		}
 		r := classifyDialError(err)
@@ -55,7 +57,7 @@ func (p *tcpProber) fire(t *target, b *binding) {
 			return
 		}
 		t.rec.Sent()
-		t.rec.Failed(r)
+		t.rec.Failed(Probe{Sent: sent}, r)
 	}()
 }
 
