@@ -26,6 +26,12 @@ const (
 	DefaultPath            = "default"
 	DefaultSegment         = "default"
 
+	// DefaultFlows is one flow identity per probe job; MaxFlows the most a
+	// target may spread its probes over (docs/ecmp.md: 115 flows leave a
+	// 16-way ECMP group's members all probed with 99% probability).
+	DefaultFlows = 1
+	MaxFlows     = 128
+
 	MinInterval = 10 * time.Millisecond
 	MinSize     = 16   // ICMP payload bytes: the probe token and serial need 16
 	MaxSize     = 9000 // ICMP payload bytes: a 9001-byte jumbo MTU minus headers is the most any path carries.
@@ -82,6 +88,12 @@ type Target struct {
 	Source    string   `yaml:"source"`
 	Interface string   `yaml:"interface"`
 	Family    string   `yaml:"family"`
+	// Flows spreads the target's ICMP and TCP probes over this many flow
+	// identities (ICMP identifiers, TCP source ports), so that each ECMP or
+	// LAG member path is probed (docs/ecmp.md). 0: probe.flows.
+	Flows int `yaml:"flows"`
+	// FlowSeries exports per-flow series for this target (nil: probe.flow_series).
+	FlowSeries *bool `yaml:"flow_series"`
 
 	// Expect "unreachable" makes the target a segmentation guard: a reply
 	// is a violation (path-metrics issue).
@@ -108,6 +120,11 @@ type ProbeConfig struct {
 	LossWindow      int      `yaml:"loss_window"`
 	DownAfter       int      `yaml:"down_after"`
 	ResolveInterval Duration `yaml:"resolve_interval"`
+	// Flows is the default number of flow identities per target (1).
+	Flows int `yaml:"flows"`
+	// FlowSeries exports per-flow series for targets with more than one
+	// flow (false: per-target summaries only, per-flow detail in the JSON API).
+	FlowSeries bool `yaml:"flow_series"`
 }
 
 // IsGuard reports whether the target is a segmentation guard (expect: unreachable).

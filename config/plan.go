@@ -68,6 +68,13 @@ type ProbeSpec struct {
 
 	Guard bool // expect: unreachable
 
+	// Flows is the number of flow identities the job's probes take turns
+	// on (ICMP and TCP jobs; 1 for every other kind and for guards).
+	// FlowSeries asks for per-flow series. Trace jobs and MTU searches carry
+	// the values of the probe they belong to.
+	Flows      int
+	FlowSeries bool
+
 	// Settings of the other kinds (zero for the kinds that do not use them).
 	TraceOpts TraceJob
 	MTUOpts   MTUJob
@@ -126,6 +133,7 @@ func (p *ProbeSpec) ProbeKey() string {
 // reload compares every job.
 func (p *ProbeSpec) SameSettings(o *ProbeSpec) bool {
 	return p.Interval == o.Interval && p.Timeout == o.Timeout && p.Size == o.Size && p.Guard == o.Guard &&
+		p.Flows == o.Flows && p.FlowSeries == o.FlowSeries &&
 		p.TraceOpts == o.TraceOpts && p.MTUOpts == o.MTUOpts &&
 		p.STAMPOpts.Window == o.STAMPOpts.Window && bytes.Equal(p.STAMPOpts.Key, o.STAMPOpts.Key)
 }
@@ -234,7 +242,24 @@ func (c *Config) base(source, targetSite string, t *Target) ProbeSpec {
 		Source:     t.Source,
 		Interface:  t.Interface,
 		Guard:      t.IsGuard(),
+		Flows:      c.Probe.Flows,
+		FlowSeries: c.Probe.FlowSeries,
 		Line:       t.Line,
+	}
+	if t.Flows != 0 {
+		s.Flows = t.Flows
+	}
+	if t.FlowSeries != nil {
+		s.FlowSeries = *t.FlowSeries
+	}
+	if s.Guard || s.Flows < 1 {
+		// A guard is expected not to answer: there is no loss to attribute.
+		s.Flows = 1
+	}
+	if s.Flows > 1 {
+		// The member paths of the flows are found by Paris traces with
+		// the trace section's limits (docs/ecmp.md).
+		s.TraceOpts = TraceJob{MaxTTL: c.Trace.MaxTTL, ProbesPerHop: c.Trace.ProbesPerHop}
 	}
 	if t.Interval != 0 {
 		s.Interval = t.Interval.D()
@@ -291,7 +316,7 @@ func (c *Config) appendJobs(out []ProbeSpec, source, targetSite string, t *Targe
 	}
 	if mtu {
 		s := out[owner]
-		s.Kind, s.Interval = KindMTU, c.MTU.Interval.D()
+		s.Kind, s.Interval, s.TraceOpts = KindMTU, c.MTU.Interval.D(), TraceJob{}
 		if c.MTU.Retries != nil {
 			s.MTUOpts.Retries = *c.MTU.Retries
 		}
@@ -303,6 +328,7 @@ func (c *Config) appendJobs(out []ProbeSpec, source, targetSite string, t *Targe
 func (c *Config) stampJob(base ProbeSpec, target string) ProbeSpec {
 	s := base
 	s.Kind, s.Protocol, s.Port, s.Target = KindSTAMP, ProtoSTAMP, c.STAMP.port(), target
+	s.Flows, s.FlowSeries, s.TraceOpts = 1, false, TraceJob{}
 	s.STAMPOpts = STAMPJob{Key: c.STAMP.Key(), Window: c.Probe.LossWindow}
 	return s
 }
@@ -363,8 +389,11 @@ func (c *Config) appendDiscovered(out []ProbeSpec, site string, found []Discover
 			Kind: KindICMP, SourceSite: site, TargetSite: d.Site, Target: a.Unmap().String(), Path: path, Segment: seg,
 			Protocol: ProtoICMP,
 			Interval: c.Probe.Interval.D(), Timeout: c.Probe.Timeout.D(), Size: c.Probe.Size, TOS: c.Probe.TOS,
-			Discovered: true,
+			Flows: max(c.Probe.Flows, 1), FlowSeries: c.Probe.FlowSeries, Discovered: true,
 		})
+		if s := &out[len(out)-1]; s.Flows > 1 {
+			s.TraceOpts = TraceJob{MaxTTL: c.Trace.MaxTTL, ProbesPerHop: c.Trace.ProbesPerHop}
+		}
 	}
 	return out
 }

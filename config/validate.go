@@ -127,6 +127,9 @@ func (v *validator) validateProbe(p *ProbeConfig) {
 	if !v.set("probe.resolve_interval") {
 		p.ResolveInterval = Duration(DefaultResolveInterval)
 	}
+	if !v.set("probe.flows") {
+		p.Flows = DefaultFlows
+	}
 	v.checkTiming("probe", p.Interval.D(), p.Timeout.D(), v.from("probe.interval"), v.from("probe.timeout"))
 	v.checkSize("probe.size", p.Size)
 	if p.LossWindow < 1 || p.LossWindow > 100000 {
@@ -137,6 +140,13 @@ func (v *validator) validateProbe(p *ProbeConfig) {
 	}
 	if p.ResolveInterval.D() < time.Second {
 		v.at("probe.resolve_interval", "must be at least 1s, got %s", p.ResolveInterval.D())
+	}
+	v.checkFlows("probe.flows", p.Flows)
+}
+
+func (v *validator) checkFlows(path string, n int) {
+	if n < 1 || n > MaxFlows {
+		v.at(path, "must be between 1 and %d flows, got %d", MaxFlows, n)
 	}
 }
 
@@ -320,6 +330,7 @@ func (v *validator) validateTarget(c *Config, t *Target, tp string, tn *yaml.Nod
 		t.Timeout = Duration(defaultTimeout(interval))
 		v.checkTiming(tp, interval, t.Timeout.D(), "", "the default")
 	}
+	v.checkTargetFlows(c, t, tp, set, interval)
 	if set("size") {
 		v.checkSize(tp+".size", t.Size)
 	}
@@ -345,6 +356,37 @@ func (v *validator) validateTarget(c *Config, t *Target, tp string, tn *yaml.Nod
 	if t.ICMP != nil && !*t.ICMP && len(t.TCPPorts) == 0 && (t.STAMP == nil || !*t.STAMP) {
 		v.at(tp+".icmp", "icmp is off and no tcp_ports or stamp are set: nothing would be probed")
 	}
+}
+
+// checkTargetFlows checks the target's flows: a count in range, and with
+// tcp_ports a timeout shorter than a flow's turn (flows × interval): each
+// flow is one fixed source port, so its previous connection attempt must
+// have ended when its turn comes again.
+func (v *validator) checkTargetFlows(c *Config, t *Target, tp string, set func(string) bool, interval time.Duration) {
+	flows, flowsSet := c.Probe.Flows, set("flows")
+	if flowsSet {
+		flows = t.Flows
+		v.checkFlows(tp+".flows", flows)
+	}
+	if flows <= 1 || flows > MaxFlows || len(t.TCPPorts) == 0 || t.IsGuard() || interval < MinInterval {
+		return
+	}
+	timeout, timeoutFrom := c.Probe.Timeout.D(), v.origin("probe.timeout")
+	switch {
+	case set("timeout"):
+		timeout, timeoutFrom = t.Timeout.D(), "this target's"
+	case set("interval") && !v.set("probe.timeout"):
+		timeout, timeoutFrom = t.Timeout.D(), "the default for its interval"
+	}
+	if timeout <= 0 || timeout < time.Duration(flows)*interval {
+		return
+	}
+	at := tp + ".tcp_ports"
+	if flowsSet {
+		at = tp + ".flows"
+	}
+	v.at(at, "with tcp_ports each of the %d flows is one source port, so a connection must end before the flow's next turn: the timeout %s (%s) must be shorter than flows × interval = %s; use more flows or a shorter timeout",
+		flows, timeout, timeoutFrom, time.Duration(flows)*interval)
 }
 
 // looksNumeric catches malformed IP literals such as 10.0.0.300 that would
