@@ -48,7 +48,10 @@ type binding struct {
 	ip   netip.Addr
 	sa   unix.Sockaddr
 	conn *icmpConn // ICMP: the shared socket of this family, source, interface and TOS
-	sess Session   // STAMP: the session socket
+	// flowIDs are the echo identifiers of an ICMP job's flows on conn
+	// (nil: one flow, the socket's identifier).
+	flowIDs []uint16
+	sess    Session // STAMP: the session socket
 	// ifindex is the index of the bound interface when the binding was
 	// made (STAMP): a different index later means the device was re-created.
 	ifindex int
@@ -62,6 +65,7 @@ type target struct {
 	key      string
 	job      job
 	rec      Recorder // ICMP and TCP
+	flows    *flowSet // ICMP and TCP jobs with more than one flow
 	literal  netip.Addr
 	interval int64 // ns
 	timeout  int64 // ns
@@ -106,6 +110,10 @@ type Engine struct {
 	wake    chan struct{}
 	maint   chan struct{}
 	running atomic.Bool
+
+	flowEvery atomic.Int64  // ns between tests of the jobs' flows
+	flowKick  chan struct{} // SetFlowEvaluation: apply the new pace now
+	rounds    chan struct{} // member-path rounds running (at most flowRounds)
 }
 
 // Options configures an engine. Zero fields take the real thing.
@@ -135,16 +143,19 @@ func New(o Options) *Engine {
 		o.Resolver = defaultResolver
 	}
 	e := &Engine{
-		log:     o.Log,
-		sink:    o.Sink,
-		sess:    o.Sessions,
-		paths:   o.Paths,
-		socks:   o.Sockets,
-		base:    time.Now(),
-		targets: map[string]*target{},
-		wake:    make(chan struct{}, 1),
-		maint:   make(chan struct{}, 1),
+		log:      o.Log,
+		sink:     o.Sink,
+		sess:     o.Sessions,
+		paths:    o.Paths,
+		socks:    o.Sockets,
+		base:     time.Now(),
+		targets:  map[string]*target{},
+		wake:     make(chan struct{}, 1),
+		maint:    make(chan struct{}, 1),
+		flowKick: make(chan struct{}, 1),
+		rounds:   make(chan struct{}, flowRounds),
 	}
+	e.flowEvery.Store(int64(flowEvaluation))
 	e.clock = func() int64 { return int64(time.Since(e.base)) }
 	e.life, e.end = context.WithCancel(context.Background())
 	e.icmp = newICMPProber(e)
@@ -197,6 +208,12 @@ func (e *Engine) Update(plan *config.Plan) error {
 			stopped = append(stopped, old)
 		} else if spec.Kind == config.KindICMP || spec.Kind == config.KindTCP {
 			t.rec = e.sink.Add(t.spec)
+		}
+		if t.flows != nil {
+			t.flows.rec, _ = t.rec.(FlowRecorder)
+			if ok && old.flows != nil {
+				t.flows.inherit(old.flows)
+			}
 		}
 		e.targets[k] = t
 		e.sched.push(t)
@@ -259,6 +276,9 @@ func (e *Engine) newTarget(spec *config.ProbeSpec, key string, nowMono, nowWall 
 		live: true, reason: NumReasons}
 	if ip, err := netip.ParseAddr(s.Target); err == nil {
 		t.literal = ip.Unmap()
+	}
+	if (s.Kind == config.KindICMP || s.Kind == config.KindTCP) && s.Flows > 1 {
+		t.flows = newFlowSet(e, t.spec, key)
 	}
 	switch s.Kind {
 	case config.KindICMP:
@@ -324,6 +344,11 @@ func (e *Engine) Run(ctx context.Context) error {
 		defer close(maintDone)
 		e.maintain(ctx)
 	}()
+	flowDone := make(chan struct{})
+	go func() {
+		defer close(flowDone)
+		e.flowLoop(ctx)
+	}()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -341,6 +366,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			<-maintDone
+			<-flowDone
 			e.shutdown()
 			return nil
 		case <-e.wake:

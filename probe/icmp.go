@@ -60,6 +60,27 @@ type icmpProber struct {
 	// replies to its last probes may still arrive; lingering lists them.
 	own       [1 << 16 / 64]atomic.Uint64
 	lingering []lingeringID // guarded by mu
+
+	// flowUse are the echo identifiers of multi-flow jobs (flows.go):
+	// each belongs to one socket, shared by the jobs of that socket whose
+	// flows derive it, and lingers like a closed socket's identifier when
+	// the last of them leaves (so a replacing job on the same socket gets
+	// it back). Guarded by mu; flowLinger lists those with no job.
+	flowUse    map[uint16]*flowUse
+	flowLinger []uint16
+	// tracing marks the identifiers whose flows are being traced: the
+	// replies and errors of those Paris probes reach our raw sockets with
+	// one of our flow identifiers and are skipped, not counted as forged
+	// or stray. tracingN counts the rounds per identifier (guarded by mu).
+	tracing  [1 << 16 / 64]atomic.Uint64
+	tracingN map[uint16]int
+}
+
+// flowUse is one flow identifier's socket and the jobs using it.
+type flowUse struct {
+	key   icmpsock.Key
+	refs  int
+	until int64 // mono ns: when a lingering identifier is freed (refs 0)
 }
 
 type lingeringID struct {
@@ -91,10 +112,28 @@ func (p *icmpProber) releaseLingering(now int64) {
 		}
 	}
 	p.lingering = keep
+	ids := p.flowLinger[:0]
+	for _, id := range p.flowLinger {
+		u := p.flowUse[id]
+		switch {
+		case u == nil || u.refs > 0:
+			// Taken again by a job of its socket.
+		case u.until > now:
+			ids = append(ids, id)
+		default:
+			delete(p.flowUse, id)
+			p.setOwn(id, false)
+			if c := p.conns[u.key]; c != nil {
+				c.setFlowBit(id, false)
+			}
+		}
+	}
+	p.flowLinger = ids
 }
 
 func newICMPProber(e *Engine) *icmpProber {
-	p := &icmpProber{e: e, conns: map[icmpsock.Key]*icmpConn{}, modes: map[icmpsock.Mode]bool{}}
+	p := &icmpProber{e: e, conns: map[icmpsock.Key]*icmpConn{}, modes: map[icmpsock.Mode]bool{},
+		flowUse: map[uint16]*flowUse{}, tracingN: map[uint16]int{}}
 	_, _ = rand.Read(p.token[:])
 	var b [2]byte
 	_, _ = rand.Read(b[:])
@@ -139,14 +178,116 @@ func (p *icmpProber) bind(t *target, ip netip.Addr) (*binding, error) {
 		p.publish()
 	}
 	c.refs++
+	b := &binding{ip: ip, sa: sockaddr(ip, 0), conn: c}
+	if t.flows != nil && c.flowsOK() {
+		b.flowIDs = p.takeFlowIDs(c, t)
+	}
 	p.mu.Unlock()
-	return &binding{ip: ip, sa: sockaddr(ip, 0), conn: c}, c.broken()
+	if t.flows != nil && t.flows.rec != nil {
+		ids := b.flowIDs
+		if ids == nil {
+			// Ping sockets: the kernel sets the one identifier.
+			c.mu.Lock()
+			ids = []uint16{c.id}
+			c.mu.Unlock()
+			p.e.log.Warn("ICMP flows need raw sockets (root or CAP_NET_RAW): with ping sockets the kernel sets one identifier per socket, so this target is probed over one flow; TCP flows (tcp_ports) need no privilege",
+				zap.String("target", t.spec.Target), zap.Int("flows", t.spec.Flows))
+		}
+		t.flows.rec.SetFlows(t.spec, ids)
+	}
+	return b, c.broken()
+}
+
+// takeFlowIDs gives each flow of t an echo identifier on c: flow i's
+// identifier is derived from the job's key and i (icmpFlowStart), so it
+// is the same at every bind, reload and restart; if another socket of
+// ours holds that one, the next free one is taken (identifiers are shared
+// by the jobs of one socket, never between sockets: every raw socket
+// receives every reply, and each must know its own). p.mu is held.
+func (p *icmpProber) takeFlowIDs(c *icmpConn, t *target) []uint16 {
+	ids := make([]uint16, t.flows.n)
+	for i := range ids {
+		start := int(icmpFlowStart(t.key, i))
+		for j := range int(pathFeatureIDs) {
+			id := uint16((start + j) % pathFeatureIDs)
+			if u := p.flowUse[id]; u != nil {
+				if u.key != c.key {
+					continue
+				}
+				u.refs++
+				c.setFlowBit(id, true)
+				ids[i] = id
+				break
+			}
+			if p.isOwn(id) {
+				continue // a socket's identifier, or one lingering
+			}
+			p.flowUse[id] = &flowUse{key: c.key, refs: 1}
+			p.setOwn(id, true)
+			c.setFlowBit(id, true)
+			ids[i] = id
+			break
+		}
+	}
+	return ids
+}
+
+// releaseFlowIDs gives back the identifiers of an unbound job; those no
+// other job uses linger (still ours, still the socket's) for ownLinger.
+// p.mu is held.
+func (p *icmpProber) releaseFlowIDs(ids []uint16) {
+	until := p.e.monoNow() + int64(ownLinger)
+	for _, id := range ids {
+		u := p.flowUse[id]
+		if u == nil || u.refs == 0 {
+			continue
+		}
+		if u.refs--; u.refs == 0 {
+			u.until = until
+			p.flowLinger = append(p.flowLinger, id)
+		}
+	}
+}
+
+// markTracing marks ids as being traced (on) or no longer (off).
+func (p *icmpProber) markTracing(ids []uint16, on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, id := range ids {
+		n := p.tracingN[id]
+		if on {
+			n++
+		} else {
+			n--
+		}
+		if n <= 0 {
+			delete(p.tracingN, id)
+		} else {
+			p.tracingN[id] = n
+		}
+		w, bit := &p.tracing[id/64], uint64(1)<<(id%64)
+		for {
+			old := w.Load()
+			v := old &^ bit
+			if n > 0 {
+				v |= bit
+			}
+			if w.CompareAndSwap(old, v) {
+				break
+			}
+		}
+	}
+}
+
+func (p *icmpProber) isTracing(id uint16) bool {
+	return p.tracing[id/64].Load()&(1<<(id%64)) != 0
 }
 
 // unbind implements job: the last job of a socket closes it.
 func (p *icmpProber) unbind(_ *target, b *binding) {
 	c := b.conn
 	p.mu.Lock()
+	p.releaseFlowIDs(b.flowIDs)
 	c.refs--
 	last := c.refs == 0
 	if last {
@@ -180,12 +321,23 @@ func (p *icmpProber) allocID() uint16 {
 	return p.nextID
 }
 
-func (p *icmpProber) fire(t *target, b *binding) { b.conn.send(t, b) }
+func (p *icmpProber) fire(t *target, b *binding) {
+	flow, id := -1, uint16(0)
+	if n := len(b.flowIDs); n > 0 {
+		flow = t.flows.next(n)
+		id = b.flowIDs[flow]
+	}
+	b.conn.send(t, b, flow, id)
+}
 
 func (p *icmpProber) unsent(t *target, r Reason) { t.rec.Unsent(r) }
 
 // stop implements job; in-flight probes are released by forget.
-func (p *icmpProber) stop(*target) {}
+func (p *icmpProber) stop(t *target) {
+	if t.flows != nil {
+		t.flows.stop()
+	}
+}
 
 // forget drops the in-flight probes of jobs that left (or were replaced),
 // so their memory goes at once rather than at their deadline, and no
@@ -328,11 +480,13 @@ type slot struct {
 	sentMono int64
 	deadline int64 // mono
 	seq      uint16
+	id       uint16 // the echo identifier it was sent with
+	flow     uint16 // its job's flow
 	state    uint8
 }
 
 // probe identifies the slot's probe in its outcome.
-func (sl *slot) probe() Probe { return Probe{Sent: time.Unix(0, sl.sentWall)} }
+func (sl *slot) probe() Probe { return Probe{Sent: time.Unix(0, sl.sentWall), Flow: int(sl.flow)} }
 
 // Slot table sizes: a new socket starts with minSlots.
 const (
@@ -375,6 +529,57 @@ type icmpConn struct {
 	// drained is a mono time before which every packet the socket
 	// received has been read and handled (see expire).
 	drained atomic.Int64
+	// flowBits marks the flow identifiers of this socket's multi-flow
+	// jobs (nil until it has any): replies carrying them are this
+	// socket's, looked up in the same in-flight table.
+	flowBits atomic.Pointer[[1 << 16 / 64]atomic.Uint64]
+}
+
+// setFlowBit marks id as one of this socket's flow identifiers (or not).
+func (c *icmpConn) setFlowBit(id uint16, on bool) {
+	bm := c.flowBits.Load()
+	if bm == nil {
+		if !on {
+			return
+		}
+		bm = new([1 << 16 / 64]atomic.Uint64)
+		if !c.flowBits.CompareAndSwap(nil, bm) {
+			bm = c.flowBits.Load()
+		}
+	}
+	w, bit := &bm[id/64], uint64(1)<<(id%64)
+	for {
+		old := w.Load()
+		v := old &^ bit
+		if on {
+			v |= bit
+		}
+		if w.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}
+
+// isFlowID reports whether id is one of this socket's flow identifiers.
+func (c *icmpConn) isFlowID(id uint16) bool {
+	bm := c.flowBits.Load()
+	return bm != nil && bm[id/64].Load()&(1<<(id%64)) != 0
+}
+
+// flowsOK says whether the socket can carry flows of their own
+// identifiers: a raw socket (or one not opened yet, when this agent has
+// raw sockets or has opened none); a ping socket has the one identifier
+// the kernel gave it.
+func (c *icmpConn) flowsOK() bool {
+	c.mu.Lock()
+	raw, open := c.raw, c.everOpen
+	c.mu.Unlock()
+	if open {
+		return raw
+	}
+	c.p.modesMu.Lock()
+	defer c.p.modesMu.Unlock()
+	return c.p.modes[icmpsock.Raw] || !c.p.modes[icmpsock.Datagram]
 }
 
 func newICMPConn(p *icmpProber, k icmpsock.Key) *icmpConn {
@@ -504,8 +709,10 @@ func (c *icmpConn) forget(gone map[*target]bool) {
 	}
 }
 
-// send builds and sends one echo request. Called by the scheduler only.
-func (c *icmpConn) send(t *target, b *binding) {
+// send builds and sends one echo request on flow (-1: the job has one
+// flow, the socket's identifier) with identifier id. Called by the
+// scheduler only.
+func (c *icmpConn) send(t *target, b *binding, flow int, id uint16) {
 	size := t.spec.Size
 	if size < payloadMin {
 		size = payloadMin
@@ -531,17 +738,21 @@ func (c *icmpConn) send(t *target, b *binding) {
 			break
 		}
 	}
+	if flow < 0 || !c.raw {
+		// One flow, or a ping socket: the kernel's identifier.
+		flow, id = 0, c.id
+	}
 	if !found {
 		c.mu.Unlock()
 		t.rec.Sent()
-		t.rec.Failed(Probe{Sent: time.Now()}, ReasonSendError)
+		t.rec.Failed(Probe{Sent: time.Now(), Flow: flow}, ReasonSendError)
 		return
 	}
 	c.serial++
 	serial := c.serial
-	pkt := buildEcho(c, c.buf, seq, serial, size)
+	pkt := buildEcho(c, c.buf, id, seq, serial, size)
 	sl := &c.slots[seq&c.mask]
-	sl.serial, sl.t, sl.seq, sl.state = serial, t, seq, slotInFlight
+	sl.serial, sl.t, sl.seq, sl.id, sl.flow, sl.state = serial, t, seq, id, uint16(flow), slotInFlight
 	// Taken inside SendTo just before the system call.
 	at, err := c.sock.SendTo(pkt, b.sa)
 	sl.sentWall = at.UnixNano()
@@ -557,7 +768,7 @@ func (c *icmpConn) send(t *target, b *binding) {
 		}
 		c.mu.Unlock()
 		c.p.e.log.Debug("ICMP send failed", zap.String("target", t.spec.Target), zap.Error(err))
-		t.rec.Failed(Probe{Sent: at}, ReasonSendError)
+		t.rec.Failed(Probe{Sent: at, Flow: flow}, ReasonSendError)
 		return
 	}
 	c.deadlines.push(pending{deadline: sl.deadline, serial: serial, seq: seq})
@@ -592,9 +803,9 @@ func fillPayload(buf []byte) {
 	}
 }
 
-// buildEcho writes an echo request with the given sequence number and
-// serial into buf and returns it.
-func buildEcho(c *icmpConn, buf []byte, seq uint16, serial uint64, size int) []byte {
+// buildEcho writes an echo request with the given identifier, sequence
+// number and serial into buf and returns it.
+func buildEcho(c *icmpConn, buf []byte, id, seq uint16, serial uint64, size int) []byte {
 	b := buf[:echoHeader+size]
 	if c.v6 {
 		b[0] = v6EchoRequest
@@ -603,7 +814,7 @@ func buildEcho(c *icmpConn, buf []byte, seq uint16, serial uint64, size int) []b
 	}
 	b[1] = 0
 	b[2], b[3] = 0, 0
-	binary.BigEndian.PutUint16(b[4:], c.id)
+	binary.BigEndian.PutUint16(b[4:], id)
 	binary.BigEndian.PutUint16(b[6:], seq)
 	copy(b[8:16], c.p.token[:])
 	binary.BigEndian.PutUint64(b[16:24], serial)
@@ -729,25 +940,29 @@ func (c *icmpConn) ours(got uint16) bool {
 
 func (c *icmpConn) handleReply(pk *icmpsock.Packet, id uint16, raw bool) {
 	d := pk.Data
-	if got := binary.BigEndian.Uint16(d[4:]); raw && got != id {
+	got := binary.BigEndian.Uint16(d[4:])
+	if raw && got != id && !c.isFlowID(got) {
 		if !c.ours(got) {
 			c.p.e.sink.Ignored(IgnoredForeign)
 		}
 		return
 	}
-	if len(d) < echoHeader+payloadMin {
-		c.p.e.sink.Ignored(IgnoredMalformed)
-		return
-	}
-	if string(d[8:16]) != string(c.p.token[:]) {
-		c.p.e.sink.Ignored(IgnoredForged)
+	if len(d) < echoHeader+payloadMin || string(d[8:16]) != string(c.p.token[:]) {
+		switch {
+		case got != id && c.p.isTracing(got):
+			// The reply to a Paris probe of one of our flows (flows.go).
+		case len(d) < echoHeader+payloadMin:
+			c.p.e.sink.Ignored(IgnoredMalformed)
+		default:
+			c.p.e.sink.Ignored(IgnoredForged)
+		}
 		return
 	}
 	seq := binary.BigEndian.Uint16(d[6:])
 	serial := binary.BigEndian.Uint64(d[16:24])
 	c.mu.Lock()
 	sl := &c.slots[seq&c.mask]
-	if sl.serial != serial || sl.seq != seq {
+	if sl.serial != serial || sl.seq != seq || (raw && sl.id != got) {
 		c.mu.Unlock()
 		if serial < sl.serial {
 			c.p.e.sink.Ignored(IgnoredLate) // its slot was reused by a newer probe
@@ -834,17 +1049,24 @@ func (c *icmpConn) handleError(pk *icmpsock.Packet, r Reason, id uint16, raw boo
 			return
 		}
 	}
-	if got := binary.BigEndian.Uint16(inner[4:]); raw && got != id {
+	got := binary.BigEndian.Uint16(inner[4:])
+	if raw && got != id && !c.isFlowID(got) {
 		if !c.ours(got) {
 			c.p.e.sink.Ignored(IgnoredStrayError)
 		}
 		return
 	}
+	full := len(inner) >= echoHeader+payloadMin
+	if got != id && c.p.isTracing(got) && (!full || string(inner[8:16]) != string(c.p.token[:])) {
+		// About a Paris probe of one of our flows (flows.go), or too
+		// short a quote to tell it from our echo request: skipped.
+		return
+	}
 	seq := binary.BigEndian.Uint16(inner[6:])
 	c.mu.Lock()
 	sl := &c.slots[seq&c.mask]
-	ok := sl.state == slotInFlight && sl.seq == seq
-	if ok && len(inner) >= echoHeader+payloadMin {
+	ok := sl.state == slotInFlight && sl.seq == seq && (!raw || sl.id == got)
+	if ok && full {
 		// Routers quoting enough of the packet let us check it fully.
 		ok = string(inner[8:16]) == string(c.p.token[:]) && binary.BigEndian.Uint64(inner[16:24]) == sl.serial
 	}

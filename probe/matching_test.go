@@ -101,7 +101,7 @@ func (f *matchFixture) inflight(wall int64) {
 	f.c.serial++
 	f.seq, f.serial = f.c.seq, f.c.serial
 	sl := &f.c.slots[f.seq&f.c.mask]
-	*sl = slot{serial: f.serial, t: f.t, sentWall: wall, sentMono: f.now, deadline: f.now + f.t.timeout, seq: f.seq, state: slotInFlight}
+	*sl = slot{serial: f.serial, t: f.t, sentWall: wall, sentMono: f.now, deadline: f.now + f.t.timeout, seq: f.seq, id: f.c.id, state: slotInFlight}
 	f.c.deadlines.push(pending{deadline: sl.deadline, serial: f.serial, seq: f.seq})
 }
 
@@ -260,8 +260,8 @@ func BenchmarkReplyPath(b *testing.B) {
 		c.seq++
 		c.serial++
 		sl := &c.slots[c.seq&c.mask]
-		*sl = slot{serial: c.serial, t: t, sentWall: now, sentMono: now, deadline: now + t.timeout, seq: c.seq, state: slotInFlight}
-		buildEcho(c, reply, c.seq, c.serial, t.spec.Size)
+		*sl = slot{serial: c.serial, t: t, sentWall: now, sentMono: now, deadline: now + t.timeout, seq: c.seq, id: c.id, state: slotInFlight}
+		buildEcho(c, reply, c.id, c.seq, c.serial, t.spec.Size)
 		reply[0] = v4EchoReply
 		pk.KernelTime = now + 500
 		c.handle(pk, 7, true)
@@ -329,7 +329,7 @@ func TestSlotTableGrows(t *testing.T) {
 	b := &binding{ip: netip.MustParseAddr("10.0.0.9"), sa: sockaddr(netip.MustParseAddr("10.0.0.9"), 0)}
 	const n = 3 * minSlots
 	for i := 0; i < n; i++ {
-		f.c.send(f.t, b)
+		f.c.send(f.t, b, -1, 0)
 	}
 	if len(f.c.slots) < n || f.rec.sent != n || len(f.rec.reasons) != 0 {
 		t.Fatalf("%d slots for %d probes in flight, sent %d, failed %v", len(f.c.slots), n, f.rec.sent, f.rec.reasons)

@@ -7,12 +7,15 @@ import (
 	"hash/fnv"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/probed/probed/config"
 	"github.com/probed/probed/internal/inet"
+	"github.com/probed/probed/probe/ecmp"
 	"github.com/probed/probed/probe/pmtu"
 	"github.com/probed/probed/probe/trace"
 )
@@ -269,4 +272,91 @@ func flowOf(s *config.ProbeSpec) uint16 {
 	h := fnv.New32a()
 	h.Write([]byte(s.ProbeKey()))
 	return inet.FlowID(h.Sum32())
+}
+
+// traceFlows is one member-path round of a multi-flow job (flows.go):
+// a Paris trace of every flow with that flow's exact identity — ICMP echo
+// with the flow's identifier (and a constant checksum), or TCP SYNs from
+// the flow's source port to the job's port — so each trace follows the
+// member path the flow's probes take; then the traces are grouped into
+// member paths (ecmp.GroupPaths). The tracer's packets-per-second budget
+// (trace.pps) paces them with every other trace.
+func (e *Engine) traceFlows(ctx context.Context, t *target, b *binding, ids []uint16) MemberPathReport {
+	r := MemberPathReport{Traced: len(ids)}
+	if err := e.shared.acquire(config.KindTrace); err != nil {
+		r.At, r.Err = time.Now(), err
+		return r
+	}
+	defer e.shared.release(config.KindTrace)
+	tr, _ := e.shared.get()
+	if tr == nil {
+		r.At, r.Err = time.Now(), errors.New("the path discovery sockets are closed")
+		return r
+	}
+	s := t.spec
+	method := trace.ICMP
+	if s.Kind == config.KindTCP {
+		method = trace.TCP
+	} else {
+		// Their echo replies and ICMP errors reach the echo prober's raw
+		// sockets with our flow identifiers: skipped there, not counted.
+		e.icmp.markTracing(ids, true)
+		defer time.AfterFunc(s.Timeout+time.Second, func() { e.icmp.markTracing(ids, false) })
+	}
+	traces := make([]ecmp.Trace, len(ids))
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range min(tracesPerRound, len(ids)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				traces[i].Flow = i
+				p, err := tr.Trace(ctx, trace.Target{Dst: b.ip, Src: sourceOf(s), Interface: s.Interface, Method: method,
+					Port: s.Port, Flow: ids[i], MaxTTL: s.TraceOpts.MaxTTL, ProbesPerHop: s.TraceOpts.ProbesPerHop,
+					Timeout: s.Timeout, TOS: s.TOS})
+				if err != nil {
+					errs[i] = err
+					continue
+				}
+				traces[i].Reached = p.Reached
+				for _, h := range p.Hops {
+					traces[i].Hops = append(traces[i].Hops, h.Addr)
+				}
+			}
+		}()
+	}
+	for i := range ids {
+		if ctx.Err() != nil {
+			break
+		}
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	r.At = time.Now()
+	if err := ctx.Err(); err != nil {
+		r.Err = err
+		return r
+	}
+	ok := traces[:0:0]
+	for i := range traces {
+		if errs[i] == nil {
+			ok = append(ok, traces[i])
+		}
+	}
+	if len(ok) == 0 {
+		r.Err = errors.Join(errs...)
+		return r
+	}
+	// A flow whose trace failed is in no path (listed as ambiguous).
+	r.Paths = ecmp.GroupPaths(ok)
+	for i := range traces {
+		if errs[i] != nil {
+			r.Paths.Ambiguous = append(r.Paths.Ambiguous, i)
+		}
+	}
+	slices.Sort(r.Paths.Ambiguous)
+	return r
 }

@@ -54,6 +54,10 @@ type TCPConnect struct {
 	Interface string
 	TOS       uint8
 	Timeout   time.Duration
+	// LocalPort is the source port (a flow's identity, flows.go); 0: the
+	// kernel's choice. The socket is bound with SO_REUSEADDR, so the
+	// same port may serve flows to several targets.
+	LocalPort uint16
 }
 
 // Session is an open STAMP session (*stamp.Sender).
@@ -123,6 +127,9 @@ func (KernelSockets) Connect(ctx context.Context, c TCPConnect) (time.Duration, 
 						serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_TCLASS, int(c.TOS))
 					}
 				}
+				if serr == nil && c.LocalPort != 0 {
+					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+				}
 				// At most one SYN retransmission (the kernel's minimum):
 				// a probe is not meant to ride out loss with retries. A
 				// handshake that needed it reports its real, inflated time.
@@ -136,8 +143,12 @@ func (KernelSockets) Connect(ctx context.Context, c TCPConnect) (time.Duration, 
 			return serr
 		},
 	}
-	if c.Src.IsValid() {
-		d.LocalAddr = &net.TCPAddr{IP: c.Src.AsSlice()}
+	if c.Src.IsValid() || c.LocalPort != 0 {
+		la := &net.TCPAddr{Port: int(c.LocalPort)}
+		if c.Src.IsValid() {
+			la.IP = c.Src.AsSlice()
+		}
+		d.LocalAddr = la
 	}
 	start := time.Now()
 	conn, err := d.DialContext(ctx, "tcp", c.Dst.String())

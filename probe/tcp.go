@@ -21,13 +21,26 @@ type tcpProber struct {
 }
 
 // bind implements job: a connect needs only the address; its socket is
-// made (and bound to the interface and source) per probe.
+// made (and bound to the interface, source and flow's port) per probe.
 func (p *tcpProber) bind(t *target, ip netip.Addr) (*binding, error) {
+	if t.flows != nil && t.flows.rec != nil {
+		t.flows.rec.SetFlows(t.spec, t.flows.tcpPorts())
+	}
 	return &binding{ip: ip}, nil
 }
 
 func (p *tcpProber) unbind(*target, *binding) {}
-func (p *tcpProber) stop(*target)             {}
+
+func (p *tcpProber) stop(t *target) {
+	if t.flows != nil {
+		t.flows.stop()
+	}
+}
+
+// portAttempts is how many source ports a TCP flow tries when another
+// socket holds the one it has (EADDRINUSE): each attempt's port is
+// derived like the first, so the replacement is the same every time.
+const portAttempts = 4
 
 func (p *tcpProber) unsent(t *target, r Reason) { t.rec.Unsent(r) }
 
@@ -37,17 +50,29 @@ func (p *tcpProber) fire(t *target, b *binding) {
 	if spec.Source != "" {
 		c.Src, _ = netip.ParseAddr(spec.Source) // validated by config
 	}
+	flow := 0
+	if fs := t.flows; fs != nil {
+		flow = fs.next(fs.n)
+		c.LocalPort = fs.port(flow)
+	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		sent := time.Now()
 		rtt, err := p.e.socks.Connect(p.e.life, c)
+		for attempt := 1; err != nil && c.LocalPort != 0 && attempt < portAttempts && portTaken(err); attempt++ {
+			// Another socket holds the flow's port: the flow moves to
+			// its next port (and, maybe, to another member path).
+			c.LocalPort = t.flows.movePort(p.e, t, flow, c.LocalPort, attempt)
+			sent = time.Now()
+			rtt, err = p.e.socks.Connect(p.e.life, c)
+		}
 		if p.e.life.Err() != nil {
 			return // shutting down: no verdict rather than a false loss
 		}
 		if err == nil {
 			t.rec.Sent()
-			t.rec.Succeeded(Probe{Sent: sent}, rtt)
+			t.rec.Succeeded(Probe{Sent: sent, Flow: flow}, rtt)
 			return
 		}
 		r := classifyDialError(err)
@@ -57,8 +82,19 @@ func (p *tcpProber) fire(t *target, b *binding) {
 			return
 		}
 		t.rec.Sent()
-		t.rec.Failed(Probe{Sent: sent}, r)
+		t.rec.Failed(Probe{Sent: sent, Flow: flow}, r)
 	}()
+}
+
+// portTaken reports a connect that failed because its source port is
+// held by another socket (bind), or the connection's 4-tuple by another
+// connection (connect).
+func portTaken(err error) bool {
+	var se *os.SyscallError
+	if !errors.As(err, &se) {
+		return false
+	}
+	return (se.Syscall == "bind" && errors.Is(err, unix.EADDRINUSE)) || (se.Syscall == "connect" && errors.Is(err, unix.EADDRNOTAVAIL))
 }
 
 func (p *tcpProber) wait() { p.wg.Wait() }

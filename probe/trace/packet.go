@@ -204,6 +204,13 @@ func parseICMP(m []byte, from netip.Addr, v6 bool) (reply, bool) {
 	typ := m[0]
 	switch {
 	case (!v6 && typ == icmp4EchoReply) || (v6 && typ == icmp6EchoReply):
+		if !zeroPadded(m) {
+			// Not the echo of one of our probes (their payload is the
+			// compensation word and zeros): another program's, or the
+			// echo prober's reply on one of its flows, whose identifier
+			// a trace of that flow shares (probe/flows.go).
+			return reply{}, false
+		}
 		return reply{k: key{proto: protoICMP, dst: from, flow: be16(m[4:]), id: uint32(be16(m[6:]))}, from: from, kind: kindEchoReply}, true
 	case (!v6 && typ == icmp4TimeExceeded) || (v6 && typ == icmp6TimeExceeded):
 		if m[1] != 0 { // code 1 is fragment reassembly time exceeded: not ours
@@ -216,6 +223,20 @@ func parseICMP(m []byte, from netip.Addr, v6 bool) (reply, bool) {
 		return reply{k: k, from: from, kind: kindUnreachable}, ok
 	}
 	return reply{}, false
+}
+
+// zeroPadded says whether an ICMP echo message carries a probe's payload:
+// probeSize bytes, zero after the compensation word.
+func zeroPadded(m []byte) bool {
+	if len(m) != probeSize {
+		return false
+	}
+	for _, b := range m[10:] {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // parseTCP reads a TCP segment from the target: a SYN-ACK or RST answering

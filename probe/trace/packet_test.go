@@ -96,3 +96,29 @@ func TestParseTCPReply(t *testing.T) {
 		t.Error("bare ACK taken as a reply")
 	}
 }
+
+// An echo reply is taken for a probe's only when it carries a probe's
+// payload: the echo prober's replies on a flow a trace shares (same
+// identifier, and by chance the same sequence number) are not.
+func TestEchoReplyNeedsTheProbePayload(t *testing.T) {
+	from := netip.MustParseAddr("10.77.7.1")
+	k := key{proto: protoICMP, dst: from, flow: 1234, id: 77}
+	b := buildL4(k, netip.MustParseAddr("10.0.0.1"), probeSize, false)
+	b[0] = icmp4EchoReply
+	if r, ok := parseICMP(b, from, false); !ok || r.k != k || r.kind != kindEchoReply {
+		t.Fatalf("the echo of a probe: %+v %v", r, ok)
+	}
+	other := make([]byte, 8+56) // the echo prober's: token and serial after the header
+	other[0] = icmp4EchoReply
+	binary.BigEndian.PutUint16(other[4:], 1234)
+	binary.BigEndian.PutUint16(other[6:], 77)
+	copy(other[8:], "tokentok\x00\x00\x00\x00\x00\x00\x00\x01")
+	if r, ok := parseICMP(other, from, false); ok {
+		t.Fatalf("an echo prober's reply was taken for a probe's: %+v", r)
+	}
+	short := append([]byte(nil), b...)
+	short[20] = 1
+	if _, ok := parseICMP(short, from, false); ok {
+		t.Fatal("a 32-byte echo with a non-zero payload was taken for a probe's")
+	}
+}
