@@ -208,9 +208,10 @@ func (a *Agent) Jobs() int {
 	return len(a.plan.Probes)
 }
 
-// Mount adds the agent's JSON endpoints to mux: /paths.
+// Mount adds the agent's JSON endpoints to mux: /paths and /api/v1/flows.
 func (a *Agent) Mount(mux *http.ServeMux) {
 	mux.Handle("/paths", a.paths.Handler())
+	mux.Handle("/api/v1/flows", a.Metrics.FlowsHandler())
 }
 
 // ICMPMode says how ICMP sockets were opened ("raw", "datagram" or "").

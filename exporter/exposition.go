@@ -40,6 +40,7 @@ type snapshot struct {
 	up           int8
 	violating    bool
 	guardReplies uint64
+	flow         flowSnap // targets with flows (flows.go)
 }
 
 // snapshot copies the recorder's state; with arena non-nil (protobuf) the
@@ -60,6 +61,10 @@ func (r *recorder) snapshot(s *snapshot, arena *[]uint64) {
 	s.ratio, s.haveRatio = r.win.ratio()
 	s.up = r.isUp
 	s.violating, s.guardReplies = r.violating, r.guardReplies
+	s.flow = flowSnap{}
+	if r.flows != nil {
+		r.flows.snap(&s.flow)
+	}
 	r.mu.Unlock()
 }
 
@@ -207,6 +212,7 @@ func writeText(w *bufio.Writer, snaps []snapshot) {
 			line("probed_segmentation_replies_total", s.r.labels, "", u(s.guardReplies))
 		}
 	}
+	writeFlowText(header, line, u, f, snaps)
 }
 
 func b2u(b bool) uint64 {
@@ -286,7 +292,7 @@ func protoFamilies(snaps []snapshot) []*dto.MetricFamily {
 		}
 	}
 	var out []*dto.MetricFamily
-	for _, f := range []*dto.MetricFamily{sent, lost, errs, rtt, jit, loss, up, vio, grd} {
+	for _, f := range append([]*dto.MetricFamily{sent, lost, errs, rtt, jit, loss, up, vio, grd}, flowFamilies(snaps)...) {
 		if len(f.Metric) > 0 {
 			out = append(out, f)
 		}

@@ -34,6 +34,7 @@ type Metrics struct {
 	log        *zap.Logger
 	lossWindow atomic.Int64
 	downAfter  atomic.Int64
+	flowWindow atomic.Int64 // ns; 0: DefaultFlowWindow (flows.go)
 
 	ignoredC [probe.NumIgnored]prometheus.Counter
 	lag      prometheus.Histogram
@@ -90,6 +91,9 @@ func (m *Metrics) SetPlan(p *config.Plan) {
 func (m *Metrics) Add(s *config.ProbeSpec) probe.Recorder {
 	lv := s.LabelValues()
 	r := &recorder{m: m, spec: *s, guard: s.Guard, isUp: -1, win: newLossWindow(int(m.lossWindow.Load()))}
+	if s.Flows > 1 && !s.Guard {
+		r.flows = newFlowStats(s, m.FlowWindow())
+	}
 	var b strings.Builder
 	b.WriteByte('{')
 	for i, name := range ProbeLabels {
@@ -167,6 +171,7 @@ type recorder struct {
 	violating    bool
 	guardReplies uint64
 	removed      bool
+	flows        *flowStats // targets with flows: N > 1 (flows.go)
 }
 
 func (r *recorder) Sent() {
@@ -203,7 +208,7 @@ func (r *recorder) Unsent(reason probe.Reason) {
 	}
 }
 
-func (r *recorder) Succeeded(_ probe.Probe, rtt time.Duration) {
+func (r *recorder) Succeeded(p probe.Probe, rtt time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.removed {
@@ -219,9 +224,12 @@ func (r *recorder) Succeeded(_ probe.Probe, rtt time.Duration) {
 	r.jit.add(rtt)
 	r.win.add(false)
 	r.setUp(1)
+	if r.flows != nil {
+		r.flows.add(p, rtt, false)
+	}
 }
 
-func (r *recorder) Failed(_ probe.Probe, reason probe.Reason) {
+func (r *recorder) Failed(p probe.Probe, reason probe.Reason) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.removed {
@@ -249,11 +257,17 @@ func (r *recorder) Failed(_ probe.Probe, reason probe.Reason) {
 		r.win.add(false)
 		r.consecLost = 0
 		r.setUp(1)
+		if r.flows != nil {
+			r.flows.add(p, -1, false)
+		}
 		return
 	}
 	r.lost++
 	r.errs[reason]++
 	r.win.add(true)
+	if r.flows != nil {
+		r.flows.add(p, 0, true)
+	}
 	r.consecLost++
 	if r.consecLost >= int(r.m.downAfter.Load()) {
 		r.setUp(0)

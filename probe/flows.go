@@ -89,6 +89,8 @@ type flowSet struct {
 	// ports are the TCP jobs' source ports (ICMP identifiers live in the
 	// binding: they belong to the job's socket).
 	ports []uint16
+	// done is when each TCP flow's last probe ended (engine mono ns).
+	done []atomic.Int64
 	// Member-path rounds.
 	running     bool
 	lastRound   time.Time
@@ -101,6 +103,7 @@ func newFlowSet(e *Engine, spec *config.ProbeSpec, key string) *flowSet {
 	fs.ctx, fs.cancel = context.WithCancel(e.life)
 	if spec.Kind == config.KindTCP {
 		fs.ports = make([]uint16, fs.n)
+		fs.done = make([]atomic.Int64, fs.n)
 		for i := range fs.ports {
 			fs.ports[i] = tcpFlowPort(key, i, 0)
 		}
@@ -167,6 +170,30 @@ func (fs *flowSet) movePort(e *Engine, t *target, flow int, was uint16, attempt 
 	return p
 }
 
+// afterProbe waits until flow's next probe has ended, so that a Paris
+// trace of a TCP flow runs in the gap before the one after (a flows ×
+// interval away): a trace SYN from the flow's port that reaches the
+// target leaves a half-open connection there for a round trip, and the
+// flow's own SYN must not meet it (the target would answer it for the
+// trace's connection, and the probe would be lost). It gives up waiting
+// after two of the flow's turns.
+func (fs *flowSet) afterProbe(ctx context.Context, e *Engine, t *target, flow int) error {
+	start := e.monoNow()
+	turn := time.Duration(t.interval) * time.Duration(fs.n)
+	poll := min(max(turn/32, time.Millisecond), 20*time.Millisecond)
+	for e.monoNow()-start < int64(2*turn+time.Duration(t.timeout)) {
+		if fs.done[flow].Load() > start {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(poll):
+		}
+	}
+	return nil
+}
+
 // flowHash is the hash a flow's identity is derived from: the job's key,
 // the flow's index and, for TCP, the attempt (a port another socket holds
 // is replaced by the next attempt's).
@@ -179,7 +206,16 @@ func flowHash(key string, flow, attempt int) uint32 {
 		h.Write([]byte{'|'})
 		h.Write(strconv.AppendInt(nil, int64(attempt), 10))
 	}
-	return h.Sum32()
+	// FNV of keys that differ in their last bytes differ in a few bits
+	// only; MurmurHash3's finaliser spreads them over the whole range, so
+	// a router's hash sees unrelated identifiers.
+	x := h.Sum32()
+	x ^= x >> 16
+	x *= 0x85ebca6b
+	x ^= x >> 13
+	x *= 0xc2b2ae35
+	x ^= x >> 16
+	return x
 }
 
 // tcpFlowPort is the source port of flow i of a TCP job: in the dynamic

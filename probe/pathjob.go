@@ -313,6 +313,12 @@ func (e *Engine) traceFlows(ctx context.Context, t *target, b *binding, ids []ui
 			defer wg.Done()
 			for i := range work {
 				traces[i].Flow = i
+				if method == trace.TCP {
+					if err := t.flows.afterProbe(ctx, e, t, i); err != nil {
+						errs[i] = err
+						continue
+					}
+				}
 				p, err := tr.Trace(ctx, trace.Target{Dst: b.ip, Src: sourceOf(s), Interface: s.Interface, Method: method,
 					Port: s.Port, Flow: ids[i], MaxTTL: s.TraceOpts.MaxTTL, ProbesPerHop: s.TraceOpts.ProbesPerHop,
 					Timeout: s.Timeout, TOS: s.TOS})

@@ -67,6 +67,9 @@ func (p *tcpProber) fire(t *target, b *binding) {
 			sent = time.Now()
 			rtt, err = p.e.socks.Connect(p.e.life, c)
 		}
+		if t.flows != nil {
+			t.flows.done[flow].Store(p.e.monoNow())
+		}
 		if p.e.life.Err() != nil {
 			return // shutting down: no verdict rather than a false loss
 		}
