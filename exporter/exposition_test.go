@@ -261,3 +261,16 @@ func BenchmarkRecorder(b *testing.B) {
 		r.Succeeded(probe.Probe{}, time.Duration(70_000_000+i%1000))
 	}
 }
+
+// BenchmarkRecorderFlows is the same for a target of 16 flows: the
+// per-flow window adds one bucket cell per probe.
+func BenchmarkRecorderFlows(b *testing.B) {
+	m := NewMetrics(prometheus.NewRegistry(), zap.NewNop())
+	r := m.Add(&config.ProbeSpec{SourceSite: "a", TargetSite: "b", Target: "10.0.0.1", Protocol: "icmp", Flows: 16, Interval: time.Second})
+	sent := time.Now()
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		r.Sent()
+		r.Succeeded(probe.Probe{Sent: sent.Add(time.Duration(i) * time.Millisecond), Flow: i % 16}, time.Duration(70_000_000+i%1000))
+	}
+}

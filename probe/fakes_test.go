@@ -29,10 +29,20 @@ type fakeNet struct {
 	sends  map[string][]netip.Addr // by kind: where each job's probes went
 	opened map[icmpsock.Key]int    // ICMP sockets opened
 	closed int                     // ICMP sockets closed
+	// Flow identities on the wire: echo identifiers and TCP source
+	// ports in send order, and the traces asked for.
+	echoIDs  map[netip.Addr][]uint16
+	tcpPorts map[netip.Addr][]uint16
+	traces   []trace.Target
+	// datagram makes ICMP sockets ping sockets (identifier 4242).
+	datagram bool
+	// hops gives a trace's hop list (nil: the target at TTL 1).
+	hops func(tg trace.Target) []netip.Addr
 }
 
 func newFakeNet() *fakeNet {
-	return &fakeNet{ifaces: map[string]int{}, sends: map[string][]netip.Addr{}, opened: map[icmpsock.Key]int{}}
+	return &fakeNet{ifaces: map[string]int{}, sends: map[string][]netip.Addr{}, opened: map[icmpsock.Key]int{},
+		echoIDs: map[netip.Addr][]uint16{}, tcpPorts: map[netip.Addr][]uint16{}}
 }
 
 func (n *fakeNet) setIface(name string, index int) {
@@ -100,8 +110,12 @@ func (n *fakeNet) ICMP(k icmpsock.Key, id uint16) (ICMPSocket, error) {
 	}
 	n.mu.Lock()
 	n.opened[k]++
+	info := icmpsock.Info{Key: k, Mode: icmpsock.Raw, ID: id}
+	if n.datagram {
+		info.Mode, info.ID = icmpsock.Datagram, 4242
+	}
 	n.mu.Unlock()
-	return &fakeICMP{n: n, info: icmpsock.Info{Key: k, Mode: icmpsock.Raw, ID: id}, ifindex: idx, replies: make(chan icmpsock.Packet, 1024), done: make(chan struct{})}, nil
+	return &fakeICMP{n: n, info: info, ifindex: idx, replies: make(chan icmpsock.Packet, 1024), done: make(chan struct{})}, nil
 }
 
 type fakeICMP struct {
@@ -128,6 +142,9 @@ func (s *fakeICMP) SendTo(b []byte, sa unix.Sockaddr) (time.Time, error) {
 		to = netip.AddrFrom16(a.Addr)
 	}
 	s.n.sent("icmp", to)
+	s.n.mu.Lock()
+	s.n.echoIDs[to] = append(s.n.echoIDs[to], binary.BigEndian.Uint16(b[4:]))
+	s.n.mu.Unlock()
 	reply := append([]byte(nil), b...)
 	reply[0] = v4EchoReply
 	if s.info.Key.V6 {
@@ -166,6 +183,9 @@ func (n *fakeNet) Connect(ctx context.Context, c TCPConnect) (time.Duration, err
 		return 0, errNoDev
 	}
 	n.sent("tcp", c.Dst.Addr())
+	n.mu.Lock()
+	n.tcpPorts[c.Dst.Addr()] = append(n.tcpPorts[c.Dst.Addr()], c.LocalPort)
+	n.mu.Unlock()
 	return time.Millisecond, nil
 }
 
@@ -206,7 +226,18 @@ func (t fakeTracer) Trace(ctx context.Context, tg trace.Target) (*trace.Path, er
 		return nil, err
 	}
 	t.n.sent("trace", tg.Dst)
-	return &trace.Path{Dst: tg.Dst, Reached: true, Hops: []trace.Hop{{TTL: 1, Addr: tg.Dst, Sent: 1, Received: 1}}}, nil
+	t.n.mu.Lock()
+	t.n.traces = append(t.n.traces, tg)
+	hops := t.n.hops
+	t.n.mu.Unlock()
+	if hops == nil {
+		return &trace.Path{Dst: tg.Dst, Reached: true, Hops: []trace.Hop{{TTL: 1, Addr: tg.Dst, Sent: 1, Received: 1}}}, nil
+	}
+	p := &trace.Path{Dst: tg.Dst, Reached: true}
+	for i, a := range append(hops(tg), tg.Dst) {
+		p.Hops = append(p.Hops, trace.Hop{TTL: i + 1, Addr: a, Sent: 1, Received: 1})
+	}
+	return p, nil
 }
 
 func (t fakeTracer) Search(ctx context.Context, tg pmtu.Target) (pmtu.Result, error) {

@@ -268,6 +268,41 @@ func BenchmarkReplyPath(b *testing.B) {
 	}
 }
 
+// BenchmarkReplyPathFlows is the same for a job of 16 flows: each reply
+// carries one of the socket's flow identifiers.
+func BenchmarkReplyPathFlows(b *testing.B) {
+	var now int64
+	e := New(Options{Log: zap.NewNop(), Sink: nopSink{}})
+	e.clock = func() int64 { return now }
+	c := newICMPConn(e.icmp, icmpsock.Key{})
+	c.id, c.raw = 7, true
+	ids := make([]uint16, 16)
+	for i := range ids {
+		ids[i] = uint16(1000 + 37*i)
+		c.setFlowBit(ids[i], true)
+	}
+	t := &target{spec: &config.ProbeSpec{Size: 56, Flows: 16}, rec: nopRec{}, timeout: int64(time.Second)}
+	t.flows = &flowSet{n: 16}
+	t.bound.Store(&binding{ip: netip.MustParseAddr("10.0.0.9"), flowIDs: ids})
+	reply := make([]byte, 8+56)
+	fillPayload(reply)
+	pk := &icmpsock.Packet{Data: reply, From: netip.MustParseAddr("10.0.0.9")}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		now += 1000
+		c.seq++
+		c.serial++
+		flow := t.flows.next(16)
+		sl := &c.slots[c.seq&c.mask]
+		*sl = slot{serial: c.serial, t: t, sentWall: now, sentMono: now, deadline: now + t.timeout, seq: c.seq, id: ids[flow], flow: uint16(flow), state: slotInFlight}
+		buildEcho(c, reply, ids[flow], c.seq, c.serial, t.spec.Size)
+		reply[0] = v4EchoReply
+		pk.KernelTime = now + 500
+		c.handle(pk, 7, true)
+	}
+}
+
 type nopSink struct{}
 
 func (nopSink) Add(*config.ProbeSpec) Recorder     { return nopRec{} }
