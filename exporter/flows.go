@@ -85,6 +85,12 @@ type flowSuspect struct {
 	prev   string
 }
 
+// FlowWindowFor is the flow window of a target of flows flows probed
+// every interval, with the default shortest window (check-config).
+func FlowWindowFor(flows int, interval time.Duration) time.Duration {
+	return flowWindow(DefaultFlowWindow, flows, interval)
+}
+
 func flowWindow(shortest time.Duration, flows int, interval time.Duration) time.Duration {
 	w := max(shortest, time.Duration(flowWindowProbes*flows)*interval)
 	return max(min(w, maxFlowWindow), flowBuckets*time.Millisecond)
