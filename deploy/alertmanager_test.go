@@ -236,6 +236,7 @@ func TestAlertmanagerInhibition(t *testing.T) {
 		{"unreachable pair", "ProbedPeerUnreachable", "page", pair("us-east", "us-central", "sitelink", "prod"), false},
 		{"loss of the unreachable pair", "ProbedPacketLossHigh", "page", pair("us-east", "us-central", "sitelink", "prod"), true},
 		{"path change of the unreachable pair", "ProbedPathChanged", "ticket", append(pair("us-east", "us-central", "sitelink", "prod"), "target=10.77.2.1"), true},
+		{"member path of the unreachable pair", "ProbedLossConcentratedOnMemberPath", "page", append(pair("us-east", "us-central", "sitelink", "prod"), "target=10.77.2.1", "protocol=icmp"), true},
 		{"loss of the same pair on mpls", "ProbedPacketLossHigh", "page", pair("us-east", "us-central", "mpls", "prod"), false},
 		{"loss of the same pair, other segment", "ProbedPacketLossHigh", "page", pair("us-east", "us-central", "sitelink", "dev"), false},
 

@@ -327,3 +327,36 @@ func TestQueryChecker(t *testing.T) {
 		t.Errorf("metric names %s, want a_bucket,b,c,value", got)
 	}
 }
+
+// TestDashboardShowsMemberPaths: the site-pair dashboard shows the
+// member-path series of targets probed over several flows (issue 15):
+// lossy flows, the worst flow's loss, member paths and the suspect hop.
+func TestDashboardShowsMemberPaths(t *testing.T) {
+	var queried []string
+	for _, d := range loadDashboards(t) {
+		if d.UID != "probed-site-pair" {
+			continue
+		}
+		var walk func(ps []panel)
+		walk = func(ps []panel) {
+			for _, p := range ps {
+				walk(p.Panels)
+				for _, tg := range p.Targets {
+					q, _ := substitute(tg.Expr)
+					names, _ := metricNames(q)
+					queried = append(queried, names...)
+				}
+			}
+		}
+		walk(d.Panels)
+	}
+	for _, want := range []string{"probed_flows_lossy", "probed_flow_worst_loss_ratio", "probed_flows", "probed_flow_member_paths", "probed_flow_suspect_hop_info"} {
+		found := false
+		for _, q := range queried {
+			found = found || q == want
+		}
+		if !found {
+			t.Errorf("the site-pair dashboard does not show %s", want)
+		}
+	}
+}

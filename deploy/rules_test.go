@@ -59,6 +59,8 @@ var wantAlerts = []string{
 	// Issue 12: a closed port is its own (service) alert; coarse RTT
 	// buckets on the server are made visible.
 	"ProbedTCPPortRefused", "ProbedRTTResolutionCoarse",
+	// Issue 15: loss on one ECMP/LAG member path.
+	"ProbedLossConcentratedOnMemberPath",
 }
 
 func TestPromtoolCheckRules(t *testing.T) {
