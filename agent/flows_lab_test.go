@@ -210,6 +210,9 @@ func TestFlowsLab(t *testing.T) {
 				}
 			}
 		}
+		if b, err := json.Marshal(last["icmp"]); err == nil {
+			t.Logf("GET /api/v1/flows, the ICMP target: %s", b)
+		}
 		ms, _ := lab.MemberStats("us-east", "eu-frankfurt", netlab.PathSiteLink)
 		t.Logf("lab members: %+v", ms)
 		for m, s := range ms {
