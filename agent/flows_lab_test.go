@@ -1,15 +1,23 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/probed/probed/exporter"
 	"github.com/probed/probed/internal/netlab"
@@ -17,16 +25,17 @@ import (
 	"github.com/probed/probed/probe/ecmp"
 )
 
-// flowsMesh probes eu-frankfurt's sitelink address over 16 flows, ICMP
-// and TCP (the lab's port 443 listener), every 10 ms: 16 flows sample the
-// member paths 100 times faster than the 1 s default, so a window of 40
-// probes per flow (10 minutes at 1 s) takes 6.4 s.
-func flowsMesh(interval string) string {
+// flowsMesh probes two of eu-frankfurt's sitelink addresses over 16
+// flows: 10.77.7.1 by ICMP every icmp (10 ms), 10.77.7.65 by TCP to the
+// lab's port 443 listener every tcp (20 ms, with a timeout a busy machine
+// running the race detector cannot stall past). 16 flows sample the member
+// paths 100 (50) times faster than at the 1 s default, so a window of 40
+// probes per flow (10 minutes at 1 s) takes 6.4 s (12.8 s; the window is
+// 16/15 of that, so that its newest bucket may have just begun).
+func flowsMesh(icmp, tcp string) string {
 	return `
 site: us-east
 probe:
-  interval: ` + interval + `
-  timeout: 100ms
   flows: 16
 trace:
   max_ttl: 6
@@ -37,8 +46,33 @@ sites:
     targets: []
   - name: eu-frankfurt
     targets:
-      - {address: 10.77.7.1, path: sitelink, segment: prod, tcp_ports: [443]}
+      - {address: 10.77.7.1, path: sitelink, segment: prod, interval: ` + icmp + `, timeout: 100ms}
+      - {address: 10.77.7.65, path: sitelink, segment: dev, icmp: false, tcp_ports: [443], interval: ` + tcp + `, timeout: 200ms}
 `
+}
+
+// startFlowsAgent is startAgent with a stop: the lab closes its
+// namespaces when the test's context ends, before the cleanups run, so an
+// agent still connecting through them must be stopped first.
+func startFlowsAgent(t *testing.T, yaml string, o Options) (*testAgent, func()) {
+	t.Helper()
+	ta := &testAgent{reg: prometheus.NewPedanticRegistry(), mux: http.NewServeMux(), file: filepath.Join(t.TempDir(), "mesh.yaml")}
+	ta.write(t, yaml)
+	o.ConfigFile, o.Registry, o.Log = ta.file, ta.reg, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
+	ta.Agent = New(o)
+	ta.Mount(ta.mux)
+	ctx, cancel := context.WithCancel(context.Background())
+	ta.ctx = ctx
+	if err := ta.Load(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ta.Run(ctx) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return ta, stop
 }
 
 // The multi-flow feature in the WAN lab, against the lab's own hash and
@@ -65,7 +99,7 @@ func TestFlowsLab(t *testing.T) {
 	}
 	topo.Seed = 15
 	lab := netlab.StartT(t, topo)
-	src, dst := netip.MustParseAddr("10.77.1.1"), netip.MustParseAddr("10.77.7.1")
+	src, dst, tcpDst := netip.MustParseAddr("10.77.1.1"), netip.MustParseAddr("10.77.7.1"), netip.MustParseAddr("10.77.7.65")
 	a := netip.MustParseAddr
 	memberHop := func(m int) netip.Addr { return netip.AddrFrom4([4]byte{10, 90, 17, byte(10 + m)}) }
 	// setMembers sets the forward path's members (the return path is one
@@ -86,7 +120,8 @@ func TestFlowsLab(t *testing.T) {
 	}
 	setMembers(5*time.Millisecond, [4]time.Duration{}, [4]float64{0, 0, 0.30, 0})
 
-	ag := startAgent(t, flowsMesh("10ms"), Options{Sockets: nssock.In(lab.Site("us-east"))})
+	ag, stop := startFlowsAgent(t, flowsMesh("10ms", "20ms"), Options{Sockets: nssock.In(lab.Site("us-east"))})
+	defer stop()
 	ag.engine.SetFlowEvaluation(100 * time.Millisecond)
 	ag.Metrics.SetFlowWindow(8 * time.Second)
 	srv := exporter.NewServer(ag.reg, ag.Metrics, ag.log, nil, exporter.ServerOptions{Ready: ag.Ready})
@@ -116,7 +151,7 @@ func TestFlowsLab(t *testing.T) {
 		if f.ICMPID != nil {
 			return netlab.EchoFlow(src, dst, *f.ICMPID).Member(4)
 		}
-		return netlab.TCPFlow(src, *f.SourcePort, dst, 443).Member(4)
+		return netlab.TCPFlow(src, *f.SourcePort, tcpDst, 443).Member(4)
 	}
 	minSent := func(ft exporter.FlowTarget) uint64 {
 		m := uint64(1 << 62)
@@ -141,18 +176,26 @@ func TestFlowsLab(t *testing.T) {
 	t.Run("30% on one member of 4", func(t *testing.T) {
 		want := map[string][]int{}
 		var last map[string]exporter.FlowTarget
-		waitUntil(t, 90*time.Second, "the lossy member's flows named, its path traced", func() bool {
+		why := ""
+		defer func() {
+			if t.Failed() {
+				t.Logf("last state: %s", why)
+			}
+		}()
+		waitSlowly(t, 90*time.Second, "the lossy member's flows named, its path traced", func() bool {
 			last = flows()
 			for _, proto := range []string{"icmp", "tcp"} {
 				ft, ok := last[proto]
-				if !ok || len(ft.FlowDetail) != 16 || minSent(ft) < 40 {
-					return false
-				}
 				want[proto] = nil
 				for _, f := range ft.FlowDetail {
 					if member(ft, f) == 2 {
 						want[proto] = append(want[proto], f.Flow)
 					}
+				}
+				why = fmt.Sprintf("%s: %d flows, min sent %d, concentrated %v lossy %v (want %v), member paths %+v, trace error %q",
+					proto, len(ft.FlowDetail), minSent(ft), ft.Concentrated, ft.LossyFlows, want[proto], ft.MemberPaths, ft.TraceError)
+				if !ok || len(ft.FlowDetail) != 16 || minSent(ft) < 40 {
+					return false
 				}
 				lossyPaths := 0
 				for _, p := range ft.MemberPaths {
@@ -240,10 +283,10 @@ func TestFlowsLab(t *testing.T) {
 	t.Run("5% on every member", func(t *testing.T) {
 		setMembers(5*time.Millisecond, [4]time.Duration{}, [4]float64{0.05, 0.05, 0.05, 0.05})
 		before, _ := lab.MemberStats("us-east", "eu-frankfurt", netlab.PathSiteLink)
-		ag.Metrics.SetFlowWindow(6400 * time.Millisecond) // 40 probes per flow; the old window goes
+		ag.Metrics.SetFlowWindow(6400 * time.Millisecond) // the old window goes
 		time.Sleep(time.Second)                           // evaluations that began before the reset end
 		start := flows()
-		waitUntil(t, 120*time.Second, "120 evaluations", func() bool {
+		waitSlowly(t, 120*time.Second, "120 evaluations", func() bool {
 			f := flows()
 			return f["icmp"].Evaluations-start["icmp"].Evaluations >= 120 && f["tcp"].Evaluations-start["tcp"].Evaluations >= 120
 		})
@@ -272,7 +315,7 @@ func TestFlowsLab(t *testing.T) {
 	rttsMatchMembers := func(t *testing.T, n uint64) {
 		t.Helper()
 		var last map[string]exporter.FlowTarget
-		waitUntil(t, 60*time.Second, fmt.Sprintf("%d probes per flow", n), func() bool {
+		waitSlowly(t, 60*time.Second, fmt.Sprintf("%d probes per flow", n), func() bool {
 			last = flows()
 			return minSent(last["icmp"]) >= n && minSent(last["tcp"]) >= n
 		})
@@ -312,13 +355,15 @@ func TestFlowsLab(t *testing.T) {
 		}
 		// Another interval restarts both jobs (their series continue)
 		// and starts their flow windows over.
-		if err := ag.reload(t, flowsMesh("12ms")); err != nil {
+		if err := ag.reload(t, flowsMesh("12ms", "24ms")); err != nil {
 			t.Fatal(err)
 		}
-		// 40 probes per flow at 12 ms: a 7.68 s window (6.4 s before).
-		waitUntil(t, 10*time.Second, "the restarted jobs' new windows", func() bool {
+		// 40 probes per flow at 12 and 24 ms, and the newest of the 16
+		// buckets just begun: windows of 8.192 and 16.384 s (6.4 × 16/15
+		// and 12.8 × 16/15 s before).
+		waitSlowly(t, 10*time.Second, "the restarted jobs' new windows", func() bool {
 			f := flows()
-			return f["icmp"].WindowSeconds == 7.68 && f["tcp"].WindowSeconds == 7.68
+			return f["icmp"].WindowSeconds == 8.192 && f["tcp"].WindowSeconds == 16.384
 		})
 		f := flows()
 		for _, proto := range []string{"icmp", "tcp"} {
@@ -328,6 +373,21 @@ func TestFlowsLab(t *testing.T) {
 		}
 		rttsMatchMembers(t, 15)
 	})
+}
+
+// waitSlowly polls cond every 250 ms until it holds, failing the test
+// after timeout. The lab runs in the test process: reading the flows' JSON
+// every 20 ms makes enough garbage for the collector's pauses to hold up
+// the emulator's packets past the probes' timeouts.
+func waitSlowly(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("%s: not within %v", what, timeout)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }
 
 // metricValue is the value of the first series of name whose labels hold

@@ -27,8 +27,9 @@ const (
 	// flowBuckets is how many buckets the flow window slides by.
 	flowBuckets = 16
 	// DefaultFlowWindow is the shortest flow window: each flow's loss is
-	// tested over at least this much time, and at least flowWindowProbes
-	// probes per flow (docs/ecmp.md: about 40 per flow find a 30% member).
+	// tested over at least this much time, and over at least
+	// flowWindowProbes probes per flow (docs/ecmp.md: about 40 per flow
+	// find a 30% member).
 	DefaultFlowWindow = 10 * time.Minute
 	flowWindowProbes  = 40
 	// maxFlowWindow bounds the window (and keeps a bucket's counts within
@@ -91,8 +92,14 @@ func FlowWindowFor(flows int, interval time.Duration) time.Duration {
 	return flowWindow(DefaultFlowWindow, flows, interval)
 }
 
+// flowWindow is at least shortest and long enough for flowWindowProbes
+// probes per flow even when the newest bucket has just begun (the window
+// tested holds 15 to 16 of its buckets); over a minute, whole seconds.
 func flowWindow(shortest time.Duration, flows int, interval time.Duration) time.Duration {
-	w := max(shortest, time.Duration(flowWindowProbes*flows)*interval)
+	w := max(shortest, time.Duration(flowWindowProbes*flows)*interval*flowBuckets/(flowBuckets-1))
+	if w > time.Minute {
+		w = (w + time.Second - 1).Truncate(time.Second)
+	}
 	return max(min(w, maxFlowWindow), flowBuckets*time.Millisecond)
 }
 

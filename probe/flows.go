@@ -91,6 +91,11 @@ type flowSet struct {
 	ports []uint16
 	// done is when each TCP flow's last probe ended (engine mono ns).
 	done []atomic.Int64
+	// conns serialises each TCP flow's connections: held from the connect
+	// to its outcome, and shared with the job this one replaces, so a
+	// restarted job's first connection on a port waits for the old job's
+	// last one instead of finding its port (4-tuple) in use.
+	conns []*sync.Mutex
 	// Member-path rounds.
 	running     bool
 	lastRound   time.Time
@@ -104,7 +109,9 @@ func newFlowSet(e *Engine, spec *config.ProbeSpec, key string) *flowSet {
 	if spec.Kind == config.KindTCP {
 		fs.ports = make([]uint16, fs.n)
 		fs.done = make([]atomic.Int64, fs.n)
+		fs.conns = make([]*sync.Mutex, fs.n)
 		for i := range fs.ports {
+			fs.conns[i] = new(sync.Mutex)
 			fs.ports[i] = tcpFlowPort(key, i, 0)
 		}
 	}
@@ -118,15 +125,22 @@ func (fs *flowSet) next(n int) int {
 	return int((fs.rr.Add(1) - 1) % uint64(n))
 }
 
-// inherit takes over the round state of the job this one replaces (a
-// reload that changed its settings): its flows keep their identities, so
-// the member paths found stay valid.
+// inherit takes over from the job this one replaces (a reload that
+// changed its settings): the round state (the flows keep their
+// identities, so the member paths found stay valid), and for TCP the
+// flows' ports (one that had to move keeps its new one) and connection
+// locks.
 func (fs *flowSet) inherit(old *flowSet) {
 	old.mu.Lock()
 	last, conc := old.lastRound, old.concentrate
+	ports := slices.Clone(old.ports)
 	old.mu.Unlock()
 	fs.mu.Lock()
 	fs.lastRound, fs.concentrate = last, conc
+	for i := range min(len(fs.ports), len(ports)) {
+		fs.ports[i] = ports[i]
+		fs.conns[i] = old.conns[i]
+	}
 	fs.mu.Unlock()
 }
 
@@ -150,7 +164,7 @@ func (fs *flowSet) port(flow int) uint16 {
 
 // movePort gives flow its port for attempt (its port was taken), unless
 // another probe of the flow moved it already, and says so.
-func (fs *flowSet) movePort(e *Engine, t *target, flow int, was uint16, attempt int) uint16 {
+func (fs *flowSet) movePort(e *Engine, t *target, flow int, was uint16, attempt int, why error) uint16 {
 	fs.mu.Lock()
 	if fs.ports[flow] != was {
 		p := fs.ports[flow]
@@ -163,7 +177,7 @@ func (fs *flowSet) movePort(e *Engine, t *target, flow int, was uint16, attempt 
 	fs.mu.Unlock()
 	e.log.Info("a TCP flow's source port is held by another socket; the flow takes another port (and may take another member path)",
 		zap.String("target", t.spec.Target), zap.Uint16("port", t.spec.Port), zap.Int("flow", flow),
-		zap.Uint16("old_source_port", was), zap.Uint16("source_port", p))
+		zap.Uint16("old_source_port", was), zap.Uint16("source_port", p), zap.Error(why))
 	if fs.rec != nil {
 		fs.rec.SetFlows(t.spec, ports)
 	}

@@ -465,3 +465,39 @@ func TestMemberPathRounds(t *testing.T) {
 		t.Errorf("%d rounds while the same loss goes on", len(reps))
 	}
 }
+
+// A trace whose target answered only after silent hops (every probe of
+// its own TTL lost on a lossy member) says nothing of the path's length:
+// it ends at its last router, not reached, and groups with its member's
+// path instead of making a path of its own.
+func TestMemberTraceAfterSilentHops(t *testing.T) {
+	a := netip.MustParseAddr
+	dst := a("10.77.7.1")
+	path := func(reached bool, hops ...string) *trace.Path {
+		p := &trace.Path{Dst: dst, Reached: reached}
+		for i, h := range hops {
+			var addr netip.Addr
+			if h != "*" {
+				addr = a(h)
+			}
+			p.Hops = append(p.Hops, trace.Hop{TTL: i + 1, Addr: addr})
+		}
+		return p
+	}
+	traces := []ecmp.Trace{
+		memberTrace(0, path(true, "10.90.17.1", "10.90.17.12", "10.90.17.3", "10.77.7.1")),
+		memberTrace(1, path(true, "10.90.17.1", "10.90.17.12", "10.90.17.3", "*", "*", "10.77.7.1")),
+		memberTrace(2, path(true, "10.90.17.1", "10.90.17.10", "10.90.17.3", "10.77.7.1")),
+		memberTrace(3, path(true, "*", "10.90.17.10", "10.90.17.3", "10.77.7.1")), // a silent router, not before the target
+	}
+	if tr := traces[1]; tr.Reached || len(tr.Hops) != 3 {
+		t.Fatalf("reached after silent hops: %+v", tr)
+	}
+	if tr := traces[3]; !tr.Reached || len(tr.Hops) != 4 {
+		t.Fatalf("a silent first hop changed the trace: %+v", tr)
+	}
+	ps := ecmp.GroupPaths(traces)
+	if len(ps.Paths) != 2 || !slices.Equal(ps.Paths[ps.PathOf(0)].Flows, []int{0, 1}) || !slices.Equal(ps.Paths[ps.PathOf(2)].Flows, []int{2, 3}) {
+		t.Errorf("member paths %+v", ps)
+	}
+}

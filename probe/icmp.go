@@ -74,6 +74,8 @@ type icmpProber struct {
 	// or stray. tracingN counts the rounds per identifier (guarded by mu).
 	tracing  [1 << 16 / 64]atomic.Uint64
 	tracingN map[uint16]int
+	// warnedPing: the warning that ICMP flows need raw sockets was given.
+	warnedPing atomic.Bool
 }
 
 // flowUse is one flow identifier's socket and the jobs using it.
@@ -179,19 +181,26 @@ func (p *icmpProber) bind(t *target, ip netip.Addr) (*binding, error) {
 	}
 	c.refs++
 	b := &binding{ip: ip, sa: sockaddr(ip, 0), conn: c}
-	if t.flows != nil && c.flowsOK() {
+	raw := t.flows != nil && c.flowsOK()
+	if raw {
 		b.flowIDs = p.takeFlowIDs(c, t)
 	}
 	p.mu.Unlock()
 	if t.flows != nil && t.flows.rec != nil {
 		ids := b.flowIDs
 		if ids == nil {
-			// Ping sockets: the kernel sets the one identifier.
+			// The job probes one flow, the socket's identifier.
 			c.mu.Lock()
 			ids = []uint16{c.id}
 			c.mu.Unlock()
-			p.e.log.Warn("ICMP flows need raw sockets (root or CAP_NET_RAW): with ping sockets the kernel sets one identifier per socket, so this target is probed over one flow; TCP flows (tcp_ports) need no privilege",
-				zap.String("target", t.spec.Target), zap.Int("flows", t.spec.Flows))
+			switch {
+			case !raw && p.warnedPing.CompareAndSwap(false, true):
+				p.e.log.Warn("ICMP flows need raw sockets (root or CAP_NET_RAW): with ping sockets the kernel sets one identifier per socket, so targets with flows are probed over one flow by ICMP; TCP flows (tcp_ports) need no privilege",
+					zap.String("target", t.spec.Target), zap.Int("flows", t.spec.Flows))
+			case raw:
+				p.e.log.Warn("no free ICMP identifiers for the target's flows: it is probed over one flow",
+					zap.String("target", t.spec.Target), zap.Int("flows", t.spec.Flows))
+			}
 		}
 		t.flows.rec.SetFlows(t.spec, ids)
 	}
@@ -208,6 +217,7 @@ func (p *icmpProber) takeFlowIDs(c *icmpConn, t *target) []uint16 {
 	ids := make([]uint16, t.flows.n)
 	for i := range ids {
 		start := int(icmpFlowStart(t.key, i))
+		found := false
 		for j := range int(pathFeatureIDs) {
 			id := uint16((start + j) % pathFeatureIDs)
 			if u := p.flowUse[id]; u != nil {
@@ -216,7 +226,7 @@ func (p *icmpProber) takeFlowIDs(c *icmpConn, t *target) []uint16 {
 				}
 				u.refs++
 				c.setFlowBit(id, true)
-				ids[i] = id
+				ids[i], found = id, true
 				break
 			}
 			if p.isOwn(id) {
@@ -225,8 +235,13 @@ func (p *icmpProber) takeFlowIDs(c *icmpConn, t *target) []uint16 {
 			p.flowUse[id] = &flowUse{key: c.key, refs: 1}
 			p.setOwn(id, true)
 			c.setFlowBit(id, true)
-			ids[i] = id
+			ids[i], found = id, true
 			break
+		}
+		if !found {
+			// Every identifier is another socket's: one flow.
+			p.releaseFlowIDs(ids[:i])
+			return nil
 		}
 	}
 	return ids

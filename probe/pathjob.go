@@ -326,10 +326,7 @@ func (e *Engine) traceFlows(ctx context.Context, t *target, b *binding, ids []ui
 					errs[i] = err
 					continue
 				}
-				traces[i].Reached = p.Reached
-				for _, h := range p.Hops {
-					traces[i].Hops = append(traces[i].Hops, h.Addr)
-				}
+				traces[i] = memberTrace(i, p)
 			}
 		}()
 	}
@@ -365,4 +362,25 @@ func (e *Engine) traceFlows(ctx context.Context, t *target, b *binding, ids []ui
 	}
 	slices.Sort(r.Paths.Ambiguous)
 	return r
+}
+
+// memberTrace is a flow's trace as ecmp.GroupPaths reads it. A target
+// that answered only after silent hops gives no evidence of its distance
+// (on a lossy member every probe of the target's own TTL can be lost, and
+// the next TTL answers: paths.md, "Path changes"): the trace then ends at
+// its last answering router, not reached, and fits the member path of any
+// length that it does not contradict.
+func memberTrace(flow int, p *trace.Path) ecmp.Trace {
+	t := ecmp.Trace{Flow: flow, Reached: p.Reached}
+	for _, h := range p.Hops {
+		t.Hops = append(t.Hops, h.Addr)
+	}
+	if n := len(t.Hops); t.Reached && n >= 2 && !t.Hops[n-2].IsValid() {
+		end := n - 1
+		for end > 0 && !t.Hops[end-1].IsValid() {
+			end--
+		}
+		t.Hops, t.Reached = t.Hops[:end], false
+	}
+	return t
 }

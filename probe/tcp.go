@@ -58,12 +58,19 @@ func (p *tcpProber) fire(t *target, b *binding) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
+		if t.flows != nil {
+			// Uncontended unless the job replaces one whose last
+			// connection on this flow's port is still under way.
+			l := t.flows.conns[flow]
+			l.Lock()
+			defer l.Unlock()
+		}
 		sent := time.Now()
 		rtt, err := p.e.socks.Connect(p.e.life, c)
 		for attempt := 1; err != nil && c.LocalPort != 0 && attempt < portAttempts && portTaken(err); attempt++ {
 			// Another socket holds the flow's port: the flow moves to
 			// its next port (and, maybe, to another member path).
-			c.LocalPort = t.flows.movePort(p.e, t, flow, c.LocalPort, attempt)
+			c.LocalPort = t.flows.movePort(p.e, t, flow, c.LocalPort, attempt, err)
 			sent = time.Now()
 			rtt, err = p.e.socks.Connect(p.e.life, c)
 		}

@@ -35,11 +35,11 @@ sites:
 	for _, want := range []string{
 		"site a: 4 jobs, 10.0 packets/s", // 3 echo/s + SYN/ACK/RST/s: as without flows
 		"flows: 2 ICMP and 1 TCP jobs probe over several flows; their packet rate is unchanged",
-		"  16     1s        2     16s            10m40s  40           ~864",
+		"  16     1s        2     16s            11m23s  43           ~864",
 		"  8      200ms     1     1.6s           10m0s   375          ~432",
 		// ecmp.MissAny / MissOne (docs/ecmp.md's table): 16 flows over 4 members 0.040 / 0.010.
 		"  16     1s        3e-05 (2e-05)    4% (1%)      69.3% (11.8%)",
-		"  16     1s        12%  12%  15%",
+		"  16     1s        12%  12%  14%",
 		"line 9 (16 flows)",
 	} {
 		if !strings.Contains(out.String(), want) {
