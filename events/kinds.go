@@ -207,17 +207,21 @@ func NewNSMHealthChanged(at time.Time, l Labels, degraded bool) Event {
 // outcome as in probed_aws_api_requests_total ("" when only the error
 // message is known). Labels: service, region, account, site (the agent's).
 func NewAWSPollFailed(at time.Time, l Labels, outcome, message string) Event {
-	why := outcome
-	if why == "" {
-		// The SDK's messages end with what AWS said ("api error
-		// AccessDeniedException: …"): the part worth a summary.
-		why = message
-		if i := strings.LastIndex(why, "api error "); i >= 0 {
-			why = why[i+len("api error "):]
-		}
-		if r := []rune(why); len(r) > 160 {
-			why = string(r[:160]) + "…"
-		}
+	// The SDK's messages end with what AWS said ("api error
+	// AccessDeniedException: …"): the part worth a summary, after the
+	// outcome class when there is one.
+	why := message
+	if i := strings.LastIndex(why, "api error "); i >= 0 {
+		why = why[i+len("api error "):]
+	}
+	if r := []rune(why); len(r) > 160 {
+		why = string(r[:160]) + "…"
+	}
+	switch {
+	case why == "":
+		why = outcome
+	case outcome != "":
+		why = outcome + " (" + why + ")"
 	}
 	return Event{Time: at, Kind: AWSPollFailed, Labels: l,
 		Summary: fmt.Sprintf("AWS %s polling failing in %s: %s", l.Service, l.Region, why),

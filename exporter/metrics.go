@@ -23,7 +23,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/probed/probed/config"
+	"github.com/probed/probed/events"
 	"github.com/probed/probed/probe"
+	"github.com/probed/probed/watch"
 )
 
 // ProbeLabels are on every probe series, in this order.
@@ -38,6 +40,10 @@ type Metrics struct {
 	ignoredC [probe.NumIgnored]prometheus.Counter
 	lag      prometheus.Histogram
 	drops    prometheus.Counter
+
+	// watcher gets every verdict too (events, history); nil: none. Set
+	// before the engine runs (SetWatcher).
+	watcher *watch.Watcher
 
 	mu     sync.Mutex
 	recs   map[*recorder]struct{}
@@ -90,6 +96,7 @@ func (m *Metrics) SetPlan(p *config.Plan) {
 func (m *Metrics) Add(s *config.ProbeSpec) probe.Recorder {
 	lv := s.LabelValues()
 	r := &recorder{m: m, spec: *s, guard: s.Guard, isUp: -1, win: newLossWindow(int(m.lossWindow.Load()))}
+	r.watch = m.watcher.Add(events.Probe(lv[0], lv[1], lv[2], lv[3], lv[4], lv[5], lv[6]), s.Guard)
 	var b strings.Builder
 	b.WriteByte('{')
 	for i, name := range ProbeLabels {
@@ -122,6 +129,7 @@ func (m *Metrics) Remove(s *config.ProbeSpec, rec probe.Recorder) {
 	r.mu.Lock()
 	r.removed = true
 	r.mu.Unlock()
+	m.watcher.Remove(r.watch)
 }
 
 // Ignored implements probe.Sink.
@@ -155,6 +163,7 @@ type recorder struct {
 	guard  bool
 	labels string           // `{source_site="…",…,port="…"` (no closing brace)
 	pairs  []*dto.LabelPair // the same, for protobuf
+	watch  *watch.Target    // events and history of the series (nil: none)
 
 	mu           sync.Mutex
 	sent, lost   uint64
@@ -188,6 +197,7 @@ func (r *recorder) ResolveFailed() {
 // the loss ratio — it is not network loss — but it counts towards down
 // like a loss, so a target the agent cannot probe does not look healthy.
 func (r *recorder) Unsent(reason probe.Reason) {
+	defer r.watch.Unsent() // after the unlock (deferred first, runs last): it may write an event
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.removed {
@@ -203,7 +213,8 @@ func (r *recorder) Unsent(reason probe.Reason) {
 	}
 }
 
-func (r *recorder) Succeeded(_ probe.Probe, rtt time.Duration) {
+func (r *recorder) Succeeded(p probe.Probe, rtt time.Duration) {
+	defer r.watch.Answered(p.Sent, rtt)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.removed {
@@ -221,7 +232,8 @@ func (r *recorder) Succeeded(_ probe.Probe, rtt time.Duration) {
 	r.setUp(1)
 }
 
-func (r *recorder) Failed(_ probe.Probe, reason probe.Reason) {
+func (r *recorder) Failed(p probe.Probe, reason probe.Reason) {
+	defer r.watch.Failed(p.Sent, reason == probe.ReasonRefused)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.removed {
