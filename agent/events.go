@@ -107,6 +107,7 @@ func newEventWiring(o Options) *eventWiring {
 		}
 	} else {
 		w.journalErr = errors.New("no --storage.path: events are not recorded")
+		o.Log.Info("no --storage.path: events are not recorded")
 	}
 	w.hist = history.New(history.Options{Disabled: o.History.Disabled, Duration: o.History.Retention})
 	wt, err := watch.New(watch.Options{Emit: w.emit, History: w.hist})

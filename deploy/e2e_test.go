@@ -93,7 +93,8 @@ func TestEndToEndAlerting(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := s.Command(context.WithoutCancel(ctx), bin, "--config.file="+mesh, "--site="+s.Name(), "--web.listen-address="+listen, "--log.format=json")
+		cmd := s.Command(context.WithoutCancel(ctx), bin, "--config.file="+mesh, "--site="+s.Name(), "--web.listen-address="+listen, "--log.format=json",
+			"--storage.path="+filepath.Join(dir, s.Name()))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Env = append(os.Environ(), awsEnv...)
 		if err := cmd.Start(); err != nil {

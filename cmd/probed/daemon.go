@@ -64,7 +64,7 @@ func newDaemonCommand(app *kingpin.Application) command {
 		Envar("PROBED_AWS_POLL_ALL")
 	pollAllFlag.BoolVar(&pollAll)
 	pollAllFlag.PreAction(func(*kingpin.ParseContext) error { f.pollAll = &pollAll; return nil })
-	cmd.Flag("storage.path", "Directory of the agent's event journal (events/ in it), created if missing.").Default("data/").StringVar(&f.storagePath)
+	cmd.Flag("storage.path", "Directory of the agent's event journal (events/ in it), created if missing; empty: events are not recorded.").Default("data/").StringVar(&f.storagePath)
 	cmd.Flag("storage.events.retention.time", "How long events are kept (e.g. 30d, 2w, 720h).").Default("30d").StringVar(&f.eventsRetention)
 	f.eventsSize = cmd.Flag("storage.events.retention.size", "Most disk space the event journal uses (e.g. 256MB, 1GB: units of 1024); the oldest events go first.").Default("256MB").Bytes()
 	cmd.Flag("history", "Keep each target's per-minute RTT and loss in memory for the console's charts and median RTT (--no-history for very large meshes).").Default("true").BoolVar(&f.history)
@@ -188,26 +188,35 @@ func (f *daemonFlags) eventOptions() (agent.StorageOptions, agent.HistoryOptions
 		h  agent.HistoryOptions
 		p  agent.PeerOptions
 	)
-	if f.storagePath == "" {
-		return st, h, p, errors.New("--storage.path: empty; give the directory of the event journal")
+	// Zero values (flags built in code rather than parsed) take the
+	// defaults; an empty --storage.path keeps no journal.
+	ret := 30 * 24 * time.Hour
+	if f.eventsRetention != "" {
+		var err error
+		if ret, err = config.ParseDuration(f.eventsRetention); err != nil || ret <= 0 {
+			return st, h, p, fmt.Errorf("--storage.events.retention.time=%q: want a positive duration such as 30d or 720h", f.eventsRetention)
+		}
 	}
-	ret, err := config.ParseDuration(f.eventsRetention)
-	if err != nil || ret <= 0 {
-		return st, h, p, fmt.Errorf("--storage.events.retention.time=%q: want a positive duration such as 30d or 720h", f.eventsRetention)
+	size := units.Base2Bytes(256 << 20)
+	if f.eventsSize != nil {
+		size = *f.eventsSize
 	}
-	if size := int64(*f.eventsSize); size < minEventsSize {
-		return st, h, p, fmt.Errorf("--storage.events.retention.size=%s: want at least 1MB", f.eventsSize)
+	if size < minEventsSize {
+		return st, h, p, fmt.Errorf("--storage.events.retention.size=%s: want at least 1MB", size)
 	}
-	st = agent.StorageOptions{Path: f.storagePath, Retention: ret, MaxBytes: int64(*f.eventsSize)}
-	hr, err := config.ParseDuration(f.historyRetention)
-	if err != nil || hr < time.Minute || hr > 7*24*time.Hour {
-		return st, h, p, fmt.Errorf("--history.retention=%q: want a duration from 1m to 7d, such as 6h", f.historyRetention)
+	st = agent.StorageOptions{Path: f.storagePath, Retention: ret, MaxBytes: int64(size)}
+	hr := 6 * time.Hour
+	if f.historyRetention != "" {
+		var err error
+		if hr, err = config.ParseDuration(f.historyRetention); err != nil || hr < time.Minute || hr > 7*24*time.Hour {
+			return st, h, p, fmt.Errorf("--history.retention=%q: want a duration from 1m to 7d, such as 6h", f.historyRetention)
+		}
 	}
 	h = agent.HistoryOptions{Disabled: !f.history, Retention: hr}
 	if f.peerPort < 0 || f.peerPort > 65535 {
 		return st, h, p, fmt.Errorf("--peers.port=%d: not a port", f.peerPort)
 	}
-	if f.peerTimeout <= 0 {
+	if f.peerTimeout < 0 {
 		return st, h, p, fmt.Errorf("--peers.timeout=%s: want a positive duration", f.peerTimeout)
 	}
 	p = agent.PeerOptions{Scheme: f.peerScheme, Port: f.peerPort, Timeout: f.peerTimeout}

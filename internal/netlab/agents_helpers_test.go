@@ -127,7 +127,8 @@ func startAgents(t testing.TB, lab *Lab, mesh string) map[string]*agent {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		cmd := s.Command(ctx, bin, "--config.file="+mesh, "--site="+s.Name(), "--web.listen-address="+listen, "--log.level=warn")
+		cmd := s.Command(ctx, bin, "--config.file="+mesh, "--site="+s.Name(), "--web.listen-address="+listen, "--log.level=warn",
+			"--storage.path="+filepath.Join(logDir, s.Name()))
 		cmd.Stdout, cmd.Stderr = lf, lf
 		cmd.WaitDelay = 5 * time.Second
 		if err := cmd.Start(); err != nil {
