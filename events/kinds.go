@@ -41,6 +41,16 @@ func NewTargetDown(at time.Time, l Labels, lostInARow int) Event {
 		Details: map[string]any{"lost_in_a_row": lostInARow}}
 }
 
+// NewTargetDownUnsent: the target went down over a run of inARow slots of
+// which unsent could not send a probe (the name does not resolve, the
+// socket cannot be bound): the agent, not the network, may be the cause.
+func NewTargetDownUnsent(at time.Time, l Labels, inARow, unsent int) Event {
+	return Event{Time: at, Kind: TargetDown, Labels: l,
+		Summary: fmt.Sprintf("%s down after %d probes without an answer, %d of them not sent (name not resolved or socket not bound)",
+			l.series(), inARow, unsent),
+		Details: map[string]any{"lost_in_a_row": inARow, "unsent": unsent}}
+}
+
 // NewTargetUp: the target answers again; downFor is how long it was down
 // (0 if unknown).
 func NewTargetUp(at time.Time, l Labels, downFor time.Duration) Event {

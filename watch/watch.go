@@ -125,6 +125,7 @@ type Target struct {
 	loss      *changepoint.Loss
 	up        int8 // -1 no verdict yet, 0 down, 1 up
 	lostRun   int
+	unsentRun int       // of lostRun, the slots at which no probe left
 	runStart  time.Time // send time of the first loss of the current run
 	downSince time.Time
 	changed   time.Time // last up/down transition (zero: none yet)
@@ -174,7 +175,7 @@ func (t *Target) answered(sent time.Time, rtt time.Duration, withRTT bool) {
 		t.mu.Unlock()
 		return
 	}
-	t.lostRun = 0
+	t.lostRun, t.unsentRun = 0, 0
 	if t.guard {
 		if t.up != 1 {
 			evs[n] = events.NewSegmentationViolation(sent, t.l)
@@ -257,6 +258,9 @@ func (t *Target) down(sent time.Time, lost bool) {
 		t.runStart = sent
 	}
 	t.lostRun++
+	if !lost {
+		t.unsentRun++
+	}
 	if t.lostRun >= int(t.w.downAfter.Load()) && t.up != 0 {
 		// Down since the first loss of the run. A guard going silent is
 		// the end of a violation (and nothing at its start: silence is
@@ -264,6 +268,9 @@ func (t *Target) down(sent time.Time, lost bool) {
 		switch {
 		case t.guard && t.up == 1:
 			evs[n] = events.NewSegmentationRestored(t.runStart, t.l)
+			n++
+		case !t.guard && t.unsentRun > 0:
+			evs[n] = events.NewTargetDownUnsent(t.runStart, t.l, t.lostRun, t.unsentRun)
 			n++
 		case !t.guard:
 			evs[n] = events.NewTargetDown(t.runStart, t.l, t.lostRun)
