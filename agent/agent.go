@@ -179,8 +179,10 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, plan *config.Plan
 func (a *Agent) Run(ctx context.Context) error {
 	a.ev.start(a.Site())
 	err := a.engine.Run(ctx)
+	a.mu.Lock() // a reload (SIGHUP) may be applying the services right now
 	a.refl.stop()
 	a.aws.stop()
+	a.mu.Unlock()
 	a.ev.stop(a.Site(), context.Cause(ctx))
 	return err
 }

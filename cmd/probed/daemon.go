@@ -42,7 +42,7 @@ type daemonFlags struct {
 
 	storagePath      string
 	eventsRetention  string
-	eventsSize       *units.Base2Bytes
+	eventsSize       string
 	history          bool
 	historyRetention string
 	peerScheme       string
@@ -66,10 +66,10 @@ func newDaemonCommand(app *kingpin.Application) command {
 	pollAllFlag.PreAction(func(*kingpin.ParseContext) error { f.pollAll = &pollAll; return nil })
 	cmd.Flag("storage.path", "Directory of the agent's event journal (events/ in it), created if missing; empty: events are not recorded.").Default("data/").StringVar(&f.storagePath)
 	cmd.Flag("storage.events.retention.time", "How long events are kept (e.g. 30d, 2w, 720h).").Default("30d").StringVar(&f.eventsRetention)
-	f.eventsSize = cmd.Flag("storage.events.retention.size", "Most disk space the event journal uses (e.g. 256MB, 1GB: units of 1024); the oldest events go first.").Default("256MB").Bytes()
+	cmd.Flag("storage.events.retention.size", "Most disk space the event journal uses (e.g. 256MB, 1GB: units of 1024); the oldest events go first.").Default("256MB").StringVar(&f.eventsSize)
 	cmd.Flag("history", "Keep each target's per-minute RTT and loss in memory for the console's charts and median RTT (--no-history for very large meshes).").Default("true").BoolVar(&f.history)
 	cmd.Flag("history.retention", "How much per-minute history is kept (about 0.75 kB per target per hour).").Default("6h").StringVar(&f.historyRetention)
-	cmd.Flag("peers.scheme", "Scheme of the other sites' agents (sites[].agent), fetched for the console's mesh view.").Default("http").EnumVar(&f.peerScheme, "http", "https")
+	cmd.Flag("peers.scheme", "Scheme of the other sites' agents (sites[].agent), fetched for the console's mesh view: http or https.").Default("http").StringVar(&f.peerScheme)
 	cmd.Flag("peers.port", "Web port of the other sites' agents (default: the port of this agent's first --web.listen-address).").IntVar(&f.peerPort)
 	cmd.Flag("peers.timeout", "Timeout of one peer's status answer; a peer that does not answer in time shows as unknown.").Default("2s").DurationVar(&f.peerTimeout)
 	cmd.Flag("peers.http-config.file", "HTTP client settings for the peers, in Prometheus' http_config format (basic_auth, tls_config, …).").ExistingFileVar(&f.peerHTTPConfig)
@@ -198,8 +198,11 @@ func (f *daemonFlags) eventOptions() (agent.StorageOptions, agent.HistoryOptions
 		}
 	}
 	size := units.Base2Bytes(256 << 20)
-	if f.eventsSize != nil {
-		size = *f.eventsSize
+	if f.eventsSize != "" {
+		var err error
+		if size, err = units.ParseBase2Bytes(f.eventsSize); err != nil {
+			return st, h, p, fmt.Errorf("--storage.events.retention.size=%q: want a size such as 256MB or 1GB", f.eventsSize)
+		}
 	}
 	if size < minEventsSize {
 		return st, h, p, fmt.Errorf("--storage.events.retention.size=%s: want at least 1MB", size)
@@ -213,6 +216,13 @@ func (f *daemonFlags) eventOptions() (agent.StorageOptions, agent.HistoryOptions
 		}
 	}
 	h = agent.HistoryOptions{Disabled: !f.history, Retention: hr}
+	switch f.peerScheme {
+	case "":
+		f.peerScheme = "http"
+	case "http", "https":
+	default:
+		return st, h, p, fmt.Errorf("--peers.scheme=%q: want http or https", f.peerScheme)
+	}
 	if f.peerPort < 0 || f.peerPort > 65535 {
 		return st, h, p, fmt.Errorf("--peers.port=%d: not a port", f.peerPort)
 	}
