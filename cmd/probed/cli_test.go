@@ -81,7 +81,7 @@ func TestExitStatuses(t *testing.T) {
 		{"bad web config", []string{"--config.file=" + mesh, "--storage.path=" + dir, "--web.listen-address=127.0.0.1:0", "--web.config.file=" + badWeb}, 2, badWeb},
 		{"missing web config", []string{"--config.file=" + mesh, "--storage.path=" + dir, "--web.listen-address=127.0.0.1:0", "--web.config.file=" + badWeb + ".nope"}, 2, badWeb + ".nope"},
 		{"busy port", []string{"--config.file=" + mesh, "--storage.path=" + dir, "--web.listen-address=" + busy.Addr().String()}, 1, "address already in use"},
-		{"missing mesh", []string{"--config.file=" + mesh + ".nope"}, 2, mesh + ".nope"},
+		{"missing mesh", []string{"--config.file=" + mesh + ".nope", "--storage.path=" + dir}, 2, mesh + ".nope"},
 	} {
 		cmd, _, errb := probed(t, c.args...)
 		code := exitCode(t, cmd)
