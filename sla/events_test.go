@@ -45,18 +45,18 @@ func TestBreachEvents(t *testing.T) {
 	inWindow := []events.Event{
 		events.NewPathChanged(t0.Add(-30*time.Second), pair, []string{"a"}, []string{"b"}), // a step before the start
 		events.NewTargetDown(t0.Add(time.Second), pair, 3),
-		bgp("ap-tokyo", "prod", t0.Add(2*time.Minute)),                             // the target site's prod VIF
+		bgp("ap-tokyo", "prod", t0.Add(2*time.Minute)),                            // the target site's prod VIF
 		events.NewConfigReloaded(t0.Add(3*time.Minute), "us-east", nil, nil, nil), // the source agent
 		events.NewTargetUp(t0.Add(10*time.Minute), pair, 10*time.Minute),          // at the end
 	}
 	noise := []events.Event{
-		events.NewTargetDown(t0.Add(-2*time.Minute), pair, 3),                         // too early
-		events.NewTargetDown(t0.Add(11*time.Minute), pair, 3),                         // too late
-		events.NewTargetDown(t0.Add(time.Minute), other, 3),                           // another pair
-		bgp("ap-tokyo", "dev", t0.Add(2*time.Minute)),                                 // another segment
-		bgp("eu-frankfurt", "prod", t0.Add(2*time.Minute)),                            // another site
-		events.NewConfigReloaded(t0.Add(4*time.Minute), "us-west", nil, nil, nil),     // another agent
-		events.NewAgentStarted(t0.Add(-24*time.Hour), "us-east", "v1"),                // outside the period
+		events.NewTargetDown(t0.Add(-2*time.Minute), pair, 3),                     // too early
+		events.NewTargetDown(t0.Add(11*time.Minute), pair, 3),                     // too late
+		events.NewTargetDown(t0.Add(time.Minute), other, 3),                       // another pair
+		bgp("ap-tokyo", "dev", t0.Add(2*time.Minute)),                             // another segment
+		bgp("eu-frankfurt", "prod", t0.Add(2*time.Minute)),                        // another site
+		events.NewConfigReloaded(t0.Add(4*time.Minute), "us-west", nil, nil, nil), // another agent
+		events.NewAgentStarted(t0.Add(-24*time.Hour), "us-east", "v1"),            // outside the period
 		events.NewLatencyShift(t0.Add(5*time.Hour), pair, time.Millisecond, 2*time.Millisecond, t0.Add(5*time.Hour)),
 	}
 	// Enough events for two pages (events.MaxLimit each), in the period
