@@ -536,4 +536,30 @@ func TestEventTimelineLab(t *testing.T) {
 		}
 	}
 	t.Logf("us-east's timeline after the restart (%d events):\n%s", len(after), evList(after))
+
+	// What these real events cost on disk, per kind (the storage estimate
+	// of docs/events.md).
+	files, _ := filepath.Glob(filepath.Join(dir, "us-east", "events", "*.jsonl"))
+	size, count := map[string]int{}, map[string]int{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+			var r struct {
+				Kind string `json:"kind"`
+			}
+			if json.Unmarshal([]byte(line), &r) == nil {
+				size[r.Kind] += len(line) + 1
+				count[r.Kind]++
+			}
+		}
+	}
+	var sizes []string
+	for k, n := range count {
+		sizes = append(sizes, fmt.Sprintf("%s %d B", k, size[k]/n))
+	}
+	slices.Sort(sizes)
+	t.Logf("bytes per event on disk: %s", strings.Join(sizes, ", "))
 }
