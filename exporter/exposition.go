@@ -38,6 +38,7 @@ type snapshot struct {
 	ratio        float64
 	haveRatio    bool
 	up           int8
+	resolved     int8
 	violating    bool
 	guardReplies uint64
 }
@@ -58,7 +59,7 @@ func (r *recorder) snapshot(s *snapshot, arena *[]uint64) {
 	}
 	s.jitter, s.haveJitter = r.jit.value, r.jit.have
 	s.ratio, s.haveRatio = r.win.ratio()
-	s.up = r.isUp
+	s.up, s.resolved = r.isUp, r.resolved
 	s.violating, s.guardReplies = r.violating, r.guardReplies
 	r.mu.Unlock()
 }
@@ -111,6 +112,7 @@ const (
 	helpRTT       = "Round-trip time of answered probes, from kernel timestamps (TCP: the kernel's handshake RTT)."
 	helpJitter    = "RFC 3550 interarrival-jitter estimate over consecutive round-trip times."
 	helpLoss      = "Share of the last probe.loss_window finished probes that were lost."
+	helpResolved  = "Hostname targets: 1 while the name resolves, 0 while lookups fail (the agent probes the last address it had; a name that never resolved also has probed_target_up 0)."
 	helpUp        = "1 after a reply (a TCP reset counts: the path answers), 0 after probe.down_after consecutive losses."
 	helpViolation = "1 while a guard target (expect: unreachable) answers: traffic crosses a boundary that must hold."
 	helpGuard     = "Replies received from guard targets (expect: unreachable)."
@@ -195,6 +197,12 @@ func writeText(w *bufio.Writer, snaps []snapshot) {
 			line("probed_target_up", s.r.labels, "", u(uint64(s.up)))
 		}
 	}
+	header("probed_target_name_resolved", helpResolved, "gauge")
+	for i := range snaps {
+		if s := &snaps[i]; s.resolved >= 0 {
+			line("probed_target_name_resolved", s.r.labels, "", u(uint64(s.resolved)))
+		}
+	}
 	header("probed_segmentation_violation", helpViolation, "gauge")
 	for i := range snaps {
 		if s := &snaps[i]; s.guard {
@@ -250,6 +258,7 @@ func protoFamilies(snaps []snapshot) []*dto.MetricFamily {
 	jit := fam("probed_jitter_seconds", helpJitter, dto.MetricType_GAUGE)
 	loss := fam("probed_loss_ratio", helpLoss, dto.MetricType_GAUGE)
 	up := fam("probed_target_up", helpUp, dto.MetricType_GAUGE)
+	res := fam("probed_target_name_resolved", helpResolved, dto.MetricType_GAUGE)
 	vio := fam("probed_segmentation_violation", helpViolation, dto.MetricType_GAUGE)
 	grd := fam("probed_segmentation_replies_total", helpGuard, dto.MetricType_COUNTER)
 	counter := func(pairs []*dto.LabelPair, v uint64) *dto.Metric {
@@ -281,12 +290,15 @@ func protoFamilies(snaps []snapshot) []*dto.MetricFamily {
 		if s.haveRatio {
 			loss.Metric = append(loss.Metric, gauge(p, s.ratio))
 		}
+		if s.resolved >= 0 {
+			res.Metric = append(res.Metric, gauge(p, float64(s.resolved)))
+		}
 		if s.up >= 0 {
 			up.Metric = append(up.Metric, gauge(p, float64(s.up)))
 		}
 	}
 	var out []*dto.MetricFamily
-	for _, f := range []*dto.MetricFamily{sent, lost, errs, rtt, jit, loss, up, vio, grd} {
+	for _, f := range []*dto.MetricFamily{sent, lost, errs, rtt, jit, loss, up, res, vio, grd} {
 		if len(f.Metric) > 0 {
 			out = append(out, f)
 		}
