@@ -119,9 +119,16 @@ const (
 )
 
 // writeText writes the per-target families in the Prometheus text format.
-func writeText(w *bufio.Writer, snaps []snapshot) {
+//
+// With om set it writes OpenMetrics 1.0 instead: the same samples, counter
+// families named without their _total suffix, and # EOF at the end — what
+// Prometheus asks for when it does not scrape protobuf.
+func writeText(w *bufio.Writer, snaps []snapshot, om bool) {
 	var num []byte
 	header := func(name, help, typ string) {
+		if om && typ == "counter" {
+			name = strings.TrimSuffix(name, "_total")
+		}
 		w.WriteString("# HELP ")
 		w.WriteString(name)
 		w.WriteByte(' ')
@@ -214,6 +221,9 @@ func writeText(w *bufio.Writer, snaps []snapshot) {
 		if s := &snaps[i]; s.guard {
 			line("probed_segmentation_replies_total", s.r.labels, "", u(s.guardReplies))
 		}
+	}
+	if om {
+		w.WriteString("# EOF\n")
 	}
 }
 
@@ -361,9 +371,23 @@ func histogramProto(s *snapshot) *dto.Histogram {
 
 // metricsHandler serves the registry's families plus the per-target ones,
 // in whichever format the scraper asks for.
+// metricsFormats are the exposition formats served, by preference when the
+// scraper accepts several: protobuf (native histograms), OpenMetrics, text.
+var metricsFormats = []expfmt.Format{
+	expfmt.NewFormat(expfmt.TypeProtoDelim),
+	expfmt.FmtOpenMetrics_1_0_0,
+	expfmt.FmtOpenMetrics_0_0_1,
+	expfmt.NewFormat(expfmt.TypeTextPlain),
+}
+
 func metricsHandler(reg *prometheus.Registry, m *Metrics, log *zap.Logger, procs *Procs) http.Handler {
 	sem := make(chan struct{}, 2)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "use GET to scrape metrics", http.StatusMethodNotAllowed)
+			return
+		}
 		select {
 		case sem <- struct{}{}:
 			defer func() { <-sem }()
@@ -375,11 +399,12 @@ func metricsHandler(reg *prometheus.Registry, m *Metrics, log *zap.Logger, procs
 		if err != nil {
 			log.Warn("gathering metrics", zap.Error(err))
 		}
-		format := expfmt.Negotiate(r.Header)
+		format := expfmt.NegotiateAccept(r.Header, metricsFormats...)
+		// The per-target families come as protobuf structures for the
+		// protobuf encoder, and are written by hand for the text formats
+		// (ten times cheaper at 10,000 targets than through the encoder).
 		protoOut := format.FormatType() == expfmt.TypeProtoDelim
-		if !protoOut {
-			format = expfmt.NewFormat(expfmt.TypeTextPlain)
-		}
+		om := format.FormatType() == expfmt.TypeOpenMetrics
 		w.Header().Set("Content-Type", string(format))
 		var out io.Writer = w
 		if gzipAccepted(r) {
@@ -404,7 +429,7 @@ func metricsHandler(reg *prometheus.Registry, m *Metrics, log *zap.Logger, procs
 			}
 		}
 		if !protoOut {
-			writeText(bw, snaps)
+			writeText(bw, snaps, om) // OpenMetrics: writes the # EOF the encoder would
 		}
 	})
 }
