@@ -411,11 +411,11 @@ func metricsHandler(reg *prometheus.Registry, m *Metrics, log *zap.Logger, procs
 			w.Header().Set("Content-Encoding", "gzip")
 			gz := gzipPool.Get().(*gzip.Writer)
 			gz.Reset(w)
-			defer func() { gz.Close(); gzipPool.Put(gz) }()
+			defer func() { _ = gz.Close(); gzipPool.Put(gz) }() // a scraper gone mid-answer is not ours to report
 			out = gz
 		}
 		bw := bufio.NewWriterSize(out, 256<<10)
-		defer bw.Flush()
+		defer func() { _ = bw.Flush() }()
 		pool, snaps := m.snapshots(protoOut)
 		defer snapPool.Put(pool)
 		enc := expfmt.NewEncoder(bw, format)

@@ -102,7 +102,7 @@ func (e *Engine) bindDue(now int64) int64 {
 	}
 	e.mu.Unlock()
 	for _, t := range todo {
-		e.bind(t)
+		_ = e.bind(t) // a failure is logged and retried there
 	}
 	return next
 }

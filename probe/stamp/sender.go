@@ -228,7 +228,7 @@ func (s *Sender) Run(ctx context.Context) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	phase := time.Duration(rand.Int64N(int64(s.cfg.Interval)))
 	timer := time.NewTimer(phase)
 	defer timer.Stop()
