@@ -95,7 +95,7 @@ func (m *Metrics) SetPlan(p *config.Plan) {
 // the per-probe path touches no labels and allocates nothing.
 func (m *Metrics) Add(s *config.ProbeSpec) probe.Recorder {
 	lv := s.LabelValues()
-	r := &recorder{m: m, spec: *s, guard: s.Guard, isUp: -1, win: newLossWindow(int(m.lossWindow.Load()))}
+	r := &recorder{m: m, spec: *s, guard: s.Guard, isUp: -1, resolved: -1, win: newLossWindow(int(m.lossWindow.Load()))}
 	r.watch = m.watcher.Add(events.Probe(lv[0], lv[1], lv[2], lv[3], lv[4], lv[5], lv[6]), s.Guard)
 	var b strings.Builder
 	b.WriteByte('{')
@@ -176,6 +176,7 @@ type recorder struct {
 	violating    bool
 	guardReplies uint64
 	removed      bool
+	resolved     int8 // hostname targets: -1 before the first lookup, 0 failing, 1 resolves
 }
 
 func (r *recorder) Sent() {
@@ -184,12 +185,30 @@ func (r *recorder) Sent() {
 	r.mu.Unlock()
 }
 
-// ResolveFailed is counted as errors{reason="resolve"} on the target's
-// series: a re-resolution failed and the last address is still probed.
-func (r *recorder) ResolveFailed() {
+// Resolved records a lookup of a hostname target: a failure is counted as
+// errors{reason="resolve"}, and probed_target_name_resolved says whether
+// the name resolves now (the job may be probing its last address).
+func (r *recorder) Resolved(ok bool) {
+	var now int8
+	if ok {
+		now = 1
+	}
 	r.mu.Lock()
-	r.errs[probe.ReasonResolve]++
+	if !ok {
+		r.errs[probe.ReasonResolve]++
+	}
+	was := r.resolved
+	r.resolved = now
 	r.mu.Unlock()
+	if was != now && was != -1 {
+		f := []zap.Field{zap.String("target", r.spec.Target), zap.String("target_site", r.spec.TargetSite),
+			zap.String("protocol", r.spec.Protocol), zap.String("port", r.spec.PortLabel())}
+		if ok {
+			r.m.log.Info("target name resolves again", f...)
+		} else {
+			r.m.log.Warn("target name stopped resolving; probing its last address", f...)
+		}
+	}
 }
 
 // Unsent counts a slot at which no probe left (the name does not resolve,

@@ -64,7 +64,7 @@ func runDemo(ctx context.Context, control string, f demoFlags) error {
 	if err != nil {
 		return err
 	}
-	defer lab.Close()
+	defer func() { _ = lab.Close() }()
 	go func() {
 		if err := lab.ServeControl(ctx, control); err != nil {
 			fmt.Fprintln(os.Stderr, "netlab: control socket:", err)
@@ -78,7 +78,7 @@ func runDemo(ctx context.Context, control string, f demoFlags) error {
 		if err != nil {
 			return err
 		}
-		defer srv.Close()
+		defer func() { _ = srv.Close() }()
 		awsURL, agentEnv = url, env
 		if mesh, err = withAWSSection(mesh, tmp); err != nil {
 			return err
@@ -180,12 +180,12 @@ func startAWS(ctx context.Context, lab *netlab.Lab, hostListen string) (*awstest
 	for _, s := range lab.Sites() {
 		ln, err := s.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", awsNSPort))
 		if err != nil {
-			srv.Close()
+			_ = srv.Close()
 			return nil, "", nil, fmt.Errorf("AWS test server in %s: %w", s.Name(), err)
 		}
 		hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = hs.Serve(ln) }()
-		go func() { <-ctx.Done(); hs.Close() }()
+		go func() { <-ctx.Done(); _ = hs.Close() }()
 	}
 	env := []string{
 		fmt.Sprintf("AWS_ENDPOINT_URL=http://127.0.0.1:%d", awsNSPort),

@@ -55,7 +55,7 @@ func printPlan(w io.Writer, file string, plan *config.Plan, verbose bool) {
 	for _, k := range s.Kinds() {
 		fmt.Fprintf(tw, "  %s\t%d\t%.2f\n", k, s.ByKind[k], s.PacketsPerS[k])
 	}
-	tw.Flush()
+	_ = tw.Flush() // to w, whose errors are the caller's
 	fmt.Fprintln(w, "  (tcp: SYN, ACK and RST per probe; trace: about 18 TTLs × probes_per_hop per round; mtu: up to 14 sizes × (1+retries) per search)")
 	if s.TraceCapped {
 		fmt.Fprintf(w, "  trace rounds would send more than trace.pps allows: capped at %d packets/s, rounds take longer\n", plan.TracePPS)
@@ -97,5 +97,5 @@ func printPlan(w io.Writer, file string, plan *config.Plan, verbose bool) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.TargetSite, p.Target, p.Kind, p.Protocol, p.PortLabel(),
 			p.Path, p.Segment, p.Interval, p.Timeout, origin)
 	}
-	tw.Flush()
+	_ = tw.Flush() // to w, whose errors are the caller's
 }

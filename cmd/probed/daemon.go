@@ -110,7 +110,7 @@ func runDaemon(ctx context.Context, f *daemonFlags) int {
 		fmt.Fprintf(os.Stderr, "probed: %v\n", err)
 		return exitConfig
 	}
-	defer log.Sync()
+	defer func() { _ = log.Sync() }() // stderr may not sync (EINVAL on a terminal)
 
 	// One P for the probing, one more per scrape, unless the operator set
 	// GOMAXPROCS (see exporter.Procs for the measurements behind this).
@@ -173,10 +173,15 @@ func runDaemon(ctx context.Context, f *daemonFlags) int {
 	if err := srv.Serve(ctx, listeners, f.web); err != nil {
 		log.Error("HTTP server failed", zap.Error(err))
 		cancel()
-		<-agentDone
+		if err := <-agentDone; err != nil {
+			log.Error("the agent stopped with an error", zap.Error(err))
+		}
 		return 1
 	}
-	<-agentDone
+	if err := <-agentDone; err != nil {
+		log.Error("the agent stopped with an error", zap.Error(err))
+		return 1
+	}
 	log.Info("probed stopped")
 	return 0
 }

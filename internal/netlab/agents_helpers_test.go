@@ -195,7 +195,7 @@ func parseText(r io.Reader) ([]sample, error) {
 // parseLine reads one sample line.
 func parseLine(line string) (sample, error) {
 	s := sample{labels: map[string]string{}}
-	rest := line
+	var rest string
 	if i := strings.IndexByte(line, '{'); i >= 0 {
 		s.name = line[:i]
 		j := strings.LastIndexByte(line, '}')
@@ -311,8 +311,6 @@ func waitAgents(t testing.TB, agents map[string]*agent, timeout time.Duration, w
 }
 
 func ms(d float64) string { return strconv.FormatFloat(d*1000, 'f', 3, 64) }
-
-func absf(x float64) float64 { return math.Abs(x) }
 
 // rttSamples recovers (nearly) individual RTTs from probed's histogram:
 // scraping each agent (one goroutine per agent) twice per probe interval,

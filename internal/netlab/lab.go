@@ -130,7 +130,7 @@ func Start(ctx context.Context, topo Topology) (_ *Lab, err error) {
 	}
 	defer func() {
 		if err != nil {
-			l.Close()
+			_ = l.Close()
 		}
 	}()
 	seed := topo.Seed
@@ -160,7 +160,7 @@ func Start(ctx context.Context, topo Topology) (_ *Lab, err error) {
 	go func() {
 		select {
 		case <-ctx.Done():
-			l.Close()
+			_ = l.Close()
 		case <-l.done:
 		}
 	}()

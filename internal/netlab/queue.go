@@ -174,12 +174,16 @@ func (c *clock) now() int64 { return int64(time.Since(c.epoch)) }
 
 // errHistogram records how late the emulator delivered packets against
 // their due time, in 1 µs buckets up to 10 ms (later ones land in the last
-// bucket). Lock-free: every output goroutine records into it.
+// bucket) and the exact maximum. Lock-free: every output goroutine records
+// into it.
 type errHistogram struct {
 	buckets [10001]atomic.Uint64
+	max     atomic.Int64 // ns
 }
 
 func (e *errHistogram) record(late int64) {
+	for m := e.max.Load(); late > m && !e.max.CompareAndSwap(m, late); m = e.max.Load() {
+	}
 	us := late / 1000
 	if us < 0 {
 		us = 0
@@ -218,12 +222,7 @@ func (e *errHistogram) snapshot() DelayError {
 		return 0
 	}
 	d.P50, d.P99 = q(0.50), q(0.99)
-	for i := len(counts) - 1; i >= 0; i-- {
-		if counts[i] > 0 {
-			d.Max = time.Duration(i+1) * time.Microsecond
-			break
-		}
-	}
+	d.Max = time.Duration(e.max.Load())
 	return d
 }
 
@@ -231,4 +230,5 @@ func (e *errHistogram) reset() {
 	for i := range e.buckets {
 		e.buckets[i].Store(0)
 	}
+	e.max.Store(0)
 }
