@@ -130,7 +130,12 @@ func runDaemon(ctx context.Context, f *daemonFlags) int {
 	reg := prometheus.NewRegistry()
 	a := agent.New(agent.Options{ConfigFile: f.configFile, Site: f.site, PollAll: f.pollAll, Version: version,
 		Log: log, Registry: reg, Storage: storage, History: hist, Peers: peers})
-	defer a.Close() // after the run: agent_stopped is written, the journal fsynced
+	defer func() {
+		// After the run: agent_stopped is written, the journal fsynced.
+		if err := a.Close(); err != nil {
+			log.Error("closing the event journal", zap.Error(err))
+		}
+	}()
 	srv := exporter.NewServer(reg, a.Metrics, log, exporter.NewProcs(base), exporter.ServerOptions{
 		Reload: func() error { return a.Load(ctx) }, Lifecycle: f.lifecycle, Ready: a.Ready, OnShutdown: a.EndStreams})
 	a.Mount(srv.Mux)
