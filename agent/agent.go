@@ -58,10 +58,11 @@ type Agent struct {
 	aws     *awsPoller
 	ev      *eventWiring
 
-	mu     sync.Mutex // serialises loads and re-plans
-	cfg    *config.Config
-	plan   *config.Plan
-	loaded bool
+	mu      sync.Mutex // serialises loads and re-plans
+	cfg     *config.Config
+	plan    *config.Plan
+	changes probe.Changes // what the last apply changed, for the reload event
+	loaded  bool
 }
 
 // New builds the agent and registers its metrics; Load then gives it a
@@ -130,7 +131,7 @@ func (a *Agent) Load(ctx context.Context) error {
 	a.agentM.ReloadTime.SetToCurrentTime()
 	if !first {
 		a.log.Info("config reloaded", zap.String("file", a.o.ConfigFile), zap.Int("jobs", len(plan.Probes)))
-		a.ev.reloaded(old, plan)
+		a.ev.reloaded(old, plan, a.changes)
 	}
 	return nil
 }
@@ -162,7 +163,8 @@ func (a *Agent) replan(ctx context.Context) {
 func (a *Agent) apply(ctx context.Context, cfg *config.Config, plan *config.Plan) error {
 	a.Metrics.SetPlan(plan)
 	a.ev.apply(cfg, plan, a)
-	err := a.engine.Update(plan) // the engine logs each job it cannot bind yet
+	changes, err := a.engine.Update(plan) // the engine logs each job it cannot bind yet
+	a.changes = changes
 
 	if rerr := a.refl.apply(ctx, cfg, plan.Site); rerr != nil {
 		a.log.Error("STAMP reflector", zap.Error(rerr))

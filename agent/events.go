@@ -25,6 +25,7 @@ import (
 	"github.com/probed/probed/exporter/pathmetrics"
 	"github.com/probed/probed/exporter/stampmetrics"
 	"github.com/probed/probed/history"
+	"github.com/probed/probed/probe"
 	"github.com/probed/probed/status"
 	"github.com/probed/probed/watch"
 )
@@ -229,43 +230,24 @@ func stopReason(cause error) string {
 // reloaded records config_reloaded: what the reload added, removed and
 // changed, job by job (reconciled by key as the engine does), and the
 // plan-wide settings that changed.
-func (w *eventWiring) reloaded(old, cur *config.Plan) {
-	added, removed, changed := planDiff(old, cur)
+func (w *eventWiring) reloaded(old, cur *config.Plan, c probe.Changes) {
+	added, removed, changed := describeChanges(old, cur, c)
 	w.emit(events.NewConfigReloaded(time.Now(), cur.Site, added, removed, changed))
 }
 
-func planDiff(old, cur *config.Plan) (added, removed, changed []string) {
-	prev := map[string]*config.ProbeSpec{}
-	if old != nil {
-		for i := range old.Probes {
-			prev[old.Probes[i].Key()] = &old.Probes[i]
-		}
+// describeChanges words what a reload changed: the jobs the engine added,
+// removed and restarted (it reconciles by key), and the plan-wide settings.
+func describeChanges(old, cur *config.Plan, c probe.Changes) (added, removed, changed []string) {
+	for _, s := range c.Added {
+		added = append(added, describeJob(s))
 	}
-	seen := map[string]bool{}
-	for i := range cur.Probes {
-		s := &cur.Probes[i]
-		k := s.Key()
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		p, ok := prev[k]
-		switch {
-		case !ok:
-			added = append(added, describeJob(s))
-		case !p.SameSettings(s):
-			changed = append(changed, describeJob(s)+": "+strings.Join(settingsDiff(p, s), ", "))
-		}
+	for _, s := range c.Removed {
+		removed = append(removed, describeJob(s))
+	}
+	for _, p := range c.Changed {
+		changed = append(changed, describeJob(p[1])+": "+strings.Join(settingsDiff(p[0], p[1]), ", "))
 	}
 	if old != nil {
-		done := map[string]bool{}
-		for i := range old.Probes {
-			s := &old.Probes[i]
-			if k := s.Key(); !seen[k] && !done[k] {
-				done[k] = true
-				removed = append(removed, describeJob(s))
-			}
-		}
 		for _, c := range []struct {
 			name     string
 			old, cur any

@@ -22,6 +22,7 @@ import (
 	"github.com/probed/probed/exporter"
 	"github.com/probed/probed/internal/nssock"
 	"github.com/probed/probed/internal/testutil"
+	"github.com/probed/probed/probe"
 	"github.com/probed/probed/status"
 )
 
@@ -330,9 +331,9 @@ func mapsEqual(a, b map[string]map[string]float64) bool {
 	return true
 }
 
-// planDiff reconciles by key as the engine does: a job whose settings
+// The reload event words what the engine changed: a job whose settings
 // changed is "changed", not removed and added.
-func TestPlanDiff(t *testing.T) {
+func TestDescribeChanges(t *testing.T) {
 	base := config.ProbeSpec{Kind: config.KindICMP, SourceSite: "a", TargetSite: "b", Target: "10.0.0.1", Path: "sitelink",
 		Segment: "prod", Protocol: "icmp", Interval: time.Second, Timeout: time.Second}
 	tcp := base
@@ -345,13 +346,14 @@ func TestPlanDiff(t *testing.T) {
 	other.Target = "10.0.0.2"
 	old := &config.Plan{Site: "a", Probes: []config.ProbeSpec{base, tcp, tr}, LossWindow: 100, DownAfter: 3}
 	cur := &config.Plan{Site: "a", Probes: []config.ProbeSpec{slow, other, tr}, LossWindow: 50, DownAfter: 3}
-	added, removed, changed := planDiff(old, cur)
+	c := probe.Changes{Added: []*config.ProbeSpec{&other}, Removed: []*config.ProbeSpec{&tcp}, Changed: [][2]*config.ProbeSpec{{&base, &slow}}}
+	added, removed, changed := describeChanges(old, cur, c)
 	if !slices.Equal(added, []string{"icmp a → b 10.0.0.2 (sitelink/prod)"}) ||
 		!slices.Equal(removed, []string{"tcp/443 a → b 10.0.0.1 (sitelink/prod)"}) ||
 		!slices.Equal(changed, []string{"icmp a → b 10.0.0.1 (sitelink/prod): interval 1s → 2s", "probe.loss_window 100 → 50"}) {
 		t.Errorf("added %q\nremoved %q\nchanged %q", added, removed, changed)
 	}
-	if a, r, c := planDiff(old, old); len(a)+len(r)+len(c) != 0 {
+	if a, r, c := describeChanges(old, old, probe.Changes{}); len(a)+len(r)+len(c) != 0 {
 		t.Errorf("the same plan: %q %q %q", a, r, c)
 	}
 	if got := describeJob(&tr); got != "trace a → b 10.0.0.1 (sitelink/prod) of icmp" {
