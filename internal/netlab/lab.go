@@ -577,7 +577,7 @@ func (l *Lab) forward(s *siteRT, rng *rand.Rand, pkt []byte, now int64) {
 		s.out.push(answerAt(1), msg)
 		return
 	}
-	b := append([]byte(nil), pkt...)
+	b := pktCopy(pkt)
 	if nhops > 0 {
 		setTTL(b, &h, h.ttl-nhops)
 	}
