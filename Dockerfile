@@ -35,15 +35,19 @@ FROM alpine:3.22
 # stage because COPY --from does not reliably carry extended attributes.
 RUN apk add --no-cache libcap-setcap \
  && addgroup -S -g 10001 probed \
- && adduser -S -D -H -u 10001 -G probed -s /sbin/nologin probed
+ && adduser -S -D -H -u 10001 -G probed -s /sbin/nologin probed \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/probed
 COPY --from=build /out/probed /usr/bin/probed
 RUN setcap cap_net_raw,cap_net_bind_service+ep /usr/bin/probed && apk del --no-cache libcap-setcap
 COPY configs/example-mesh.yaml /etc/probed/mesh.yaml
 USER 10001:10001
+# The event journal (--storage.path); mount a volume here to keep it when
+# the container is replaced.
+VOLUME /var/lib/probed
 EXPOSE 9447
 # Plain HTTP on the default port; with --web.config.file (TLS) or another
 # --web.listen-address, override the healthcheck at `docker run`.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
   CMD wget -q -O /dev/null http://127.0.0.1:9447/-/healthy || exit 1
 ENTRYPOINT ["/usr/bin/probed"]
-CMD ["--config.file=/etc/probed/mesh.yaml"]
+CMD ["--config.file=/etc/probed/mesh.yaml", "--storage.path=/var/lib/probed"]

@@ -1,5 +1,7 @@
 # probed: the two commands a newcomer needs are `make run` and `make test`.
 GO      ?= go
+# The linter is built from the Go module proxy at this version (.golangci.yml).
+GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
@@ -18,6 +20,7 @@ run:
 test:
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above are not formatted'; exit 1)
 	$(GO) vet ./...
+	$(GOLANGCI_LINT) run ./...
 	$(GO) test -race -count=1 -p 1 -timeout 28m ./...
 
 bench:

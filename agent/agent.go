@@ -39,6 +39,11 @@ type Options struct {
 	// Sockets and Resolver replace the kernel's (tests).
 	Sockets  probe.Sockets
 	Resolver probe.Resolver
+	// Storage, History and Peers: the event journal, the per-minute
+	// history and the other agents of the mesh view (events.go).
+	Storage StorageOptions
+	History HistoryOptions
+	Peers   PeerOptions
 }
 
 // Agent is one running agent.
@@ -51,11 +56,13 @@ type Agent struct {
 	paths   *pathmetrics.Set
 	refl    *reflector
 	aws     *awsPoller
+	ev      *eventWiring
 
-	mu     sync.Mutex // serialises loads and re-plans
-	cfg    *config.Config
-	plan   *config.Plan
-	loaded bool
+	mu      sync.Mutex // serialises loads and re-plans
+	cfg     *config.Config
+	plan    *config.Plan
+	changes probe.Changes // what the last apply changed, for the reload event
+	loaded  bool
 }
 
 // New builds the agent and registers its metrics; Load then gives it a
@@ -70,11 +77,14 @@ func New(o Options) *Agent {
 	a.paths = pathmetrics.New()
 	pathSink := pathmetrics.NewSink(a.paths, o.Log.Named("paths"))
 	o.Registry.MustRegister(a.paths, pathSink)
+	a.ev = newEventWiring(o)
+	a.ev.attach(a.Metrics, stamps, pathSink)
 	a.engine = probe.New(probe.Options{Log: o.Log, Sink: a.Metrics, Sessions: stampmetrics.Sink{Metrics: stamps},
 		Paths: pathSink, Sockets: o.Sockets, Resolver: o.Resolver})
 	a.agentM = exporter.NewAgentMetrics(o.Registry, o.Version, a.engine.Targets)
 	a.refl = newReflector(o.Log.Named("stamp"), o.Registry)
 	a.aws = newAWSPoller(o.Log.Named("aws"), o.Registry, a.replan)
+	a.aws.afterRound = a.ev.awsRound
 	return a
 }
 
@@ -109,6 +119,7 @@ func (a *Agent) Load(ctx context.Context) error {
 	if err != nil {
 		return fail(err)
 	}
+	old := a.plan
 	if err := a.apply(ctx, cfg, plan); err != nil && errors.Is(err, icmpsock.ErrPermission) {
 		if first {
 			return err // fatal: the caller says what to grant
@@ -120,6 +131,7 @@ func (a *Agent) Load(ctx context.Context) error {
 	a.agentM.ReloadTime.SetToCurrentTime()
 	if !first {
 		a.log.Info("config reloaded", zap.String("file", a.o.ConfigFile), zap.Int("jobs", len(plan.Probes)))
+		a.ev.reloaded(old, plan, a.changes)
 	}
 	return nil
 }
@@ -150,7 +162,9 @@ func (a *Agent) replan(ctx context.Context) {
 // returned is the engine's (sockets of literal addresses).
 func (a *Agent) apply(ctx context.Context, cfg *config.Config, plan *config.Plan) error {
 	a.Metrics.SetPlan(plan)
-	err := a.engine.Update(plan) // the engine logs each job it cannot bind yet
+	a.ev.apply(cfg, plan, a)
+	changes, err := a.engine.Update(plan) // the engine logs each job it cannot bind yet
+	a.changes = changes
 
 	if rerr := a.refl.apply(ctx, cfg, plan.Site); rerr != nil {
 		a.log.Error("STAMP reflector", zap.Error(rerr))
@@ -165,11 +179,23 @@ func (a *Agent) apply(ctx context.Context, cfg *config.Config, plan *config.Plan
 // Run runs the engine (and the reflector and poller started by Load)
 // until ctx ends, then stops everything.
 func (a *Agent) Run(ctx context.Context) error {
+	a.ev.start(a.Site())
 	err := a.engine.Run(ctx)
+	a.mu.Lock() // a reload (SIGHUP) may be applying the services right now
 	a.refl.stop()
 	a.aws.stop()
+	a.mu.Unlock()
+	a.ev.stop(a.Site(), context.Cause(ctx))
 	return err
 }
+
+// Close writes the event journal to disk and ends its live streams: after
+// Run, before the process exits.
+func (a *Agent) Close() error { return a.ev.journal.Close() }
+
+// EndStreams ends the live event streams (the HTTP server's shutdown
+// would otherwise wait for them).
+func (a *Agent) EndStreams() { a.ev.journal.EndStreams() }
 
 // Ready says whether the agent runs all of its plan; if not, why.
 func (a *Agent) Ready() (bool, string) {
@@ -208,10 +234,12 @@ func (a *Agent) Jobs() int {
 	return len(a.plan.Probes)
 }
 
-// Mount adds the agent's JSON endpoints to mux: /paths and /api/v1/flows.
+// Mount adds the agent's endpoints to mux: /paths, /api/v1/flows, the
+// console (/), and the status, mesh, history and events APIs (/api/v1/…).
 func (a *Agent) Mount(mux *http.ServeMux) {
 	mux.Handle("/paths", a.paths.Handler())
 	mux.Handle("/api/v1/flows", a.Metrics.FlowsHandler())
+	a.ev.mount(mux, a)
 }
 
 // ICMPMode says how ICMP sockets were opened ("raw", "datagram" or "").

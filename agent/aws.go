@@ -27,6 +27,8 @@ type awsPoller struct {
 	coll   *awscollector.Collector
 	replan func(context.Context)
 	svc    service
+	// afterRound gets the poller after each of its poll rounds (events).
+	afterRound func(*awsstate.Poller)
 
 	mu     sync.Mutex
 	poller *awsstate.Poller
@@ -67,7 +69,9 @@ func (p *awsPoller) apply(ctx context.Context, cfg *config.Config, site string) 
 		return nil
 	}
 	return p.svc.apply(settings(cfg, site), func() (func(), error) {
-		pl, err := awsstate.New(ctx, awsstate.Options{Config: cfg.AWS, Sites: cfg.Sites, Site: site, Logger: p.log})
+		var pl *awsstate.Poller
+		pl, err := awsstate.New(ctx, awsstate.Options{Config: cfg.AWS, Sites: cfg.Sites, Site: site, Logger: p.log,
+			AfterRound: func() { p.afterRound(pl) }}) // called from pl.Run, started below
 		if err != nil {
 			return nil, fmt.Errorf("starting AWS polling: %w", err)
 		}
@@ -94,6 +98,13 @@ func (p *awsPoller) apply(ctx context.Context, cfg *config.Config, site string) 
 			p.mu.Unlock()
 		}, nil
 	})
+}
+
+// current is the running poller (nil without polling).
+func (p *awsPoller) current() *awsstate.Poller {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.poller
 }
 
 // discovered is what discovery found for cfg's plan at site (nothing

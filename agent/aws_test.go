@@ -12,30 +12,6 @@ import (
 	ptestutil "github.com/probed/probed/internal/testutil"
 )
 
-const awsMesh = `site: us-east
-sites:
-  - name: us-east
-    region: us-east-1
-    location: EqDC2
-    targets:
-      - address: 10.78.1.1
-        path: mpls
-  - name: us-central
-    region: us-east-2
-    location: EqDA2
-    targets:
-      - address: 10.78.2.1
-        path: mpls
-      - address: 10.77.2.1
-        path: sitelink
-        segment: prod
-        mtu: false
-aws:
-  dx_gateway_ids: [5f294f92-bafb-4011-916d-9b0b7e1a0001]
-  discovery:
-    enabled: true
-`
-
 // AWS polling starts with the aws: section; SiteLink discovery is an input
 // of the plan, so the targets it finds become engine jobs without a reload;
 // removing the section stops polling and the discovered jobs.
@@ -44,13 +20,13 @@ func TestAWSPollingAndDiscovery(t *testing.T) {
 	// The discovered targets are lab addresses: they are probed inside an
 	// empty namespace of the test, where they go nowhere.
 	ns := ptestutil.NewNetNS(t)
-	a := startAgent(t, awsMesh, Options{Sockets: nssock.In(ns)})
+	a := startAgent(t, awstest.TwoSiteMesh, Options{Sockets: nssock.In(ns)})
 	// Workers start within 2 s (jittered), discovery is looked at every
 	// 5 s; give a loaded CI box 30 s.
 	waitUntil(t, 30*time.Second, "AWS series and the 23 discovered targets as jobs", func() bool {
 		return testutil.CollectAndCount(a.reg, "probed_dx_bgp_peer_up") == 4 && a.engine.Targets()["icmp"] == 2+23
 	})
-	if err := a.reload(t, strings.Split(awsMesh, "aws:")[0]); err != nil {
+	if err := a.reload(t, strings.Split(awstest.TwoSiteMesh, "aws:")[0]); err != nil {
 		t.Fatal(err)
 	}
 	if n := testutil.CollectAndCount(a.reg, "probed_dx_bgp_peer_up", "probed_dx_vif_state"); n != 0 {
@@ -66,7 +42,7 @@ func TestAWSPollingAndDiscovery(t *testing.T) {
 func TestPollAllOverride(t *testing.T) {
 	awstest.Env(t)
 	ns := ptestutil.NewNetNS(t)
-	mesh := strings.Replace(awsMesh, "  discovery:\n    enabled: true\n", "  poll_all: false\n", 1)
+	mesh := strings.Replace(awstest.TwoSiteMesh, "  discovery:\n    enabled: true\n", "  poll_all: false\n", 1)
 	conns := func(o Options, want func(int) bool) (int, *testAgent) {
 		a := startAgent(t, mesh, o)
 		n := 0

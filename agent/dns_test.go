@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
 
+	"github.com/probed/probed/exporter"
 	"github.com/probed/probed/internal/testutil"
 	"github.com/probed/probed/probe"
 	"github.com/probed/probed/probe/icmpsock"
@@ -252,5 +254,56 @@ func TestJobsFollowARealDNSChange(t *testing.T) {
 	t.Logf("every kind moved to the new address %v after the DNS change (resolve_interval 1s)", took)
 	waitUntil(t, 10*time.Second, "STAMP replies from the new address", func() bool {
 		return strings.Contains(scrapeText(t, a.reg), "probed_stamp_rtt_seconds_count")
+	})
+}
+
+const namesMesh = `site: a
+probe: {interval: 100ms, timeout: 100ms, down_after: 3, resolve_interval: 1s}
+sites:
+  - name: a
+    targets: []
+  - name: b
+    targets:
+      - {address: typo.probed.test, family: ip4}
+      - {address: gone.probed.test, family: ip4}
+`
+
+// A name that never resolves is a target that is down (it pages like an
+// unreachable one); a name that stops resolving is visible as such while
+// its last address goes on being probed.
+func TestNamesThatDoNotResolve(t *testing.T) {
+	testutil.RequireRoot(t)
+	dns := startDNS(t)
+	dns.set("gone.probed.test", netip.MustParseAddr("127.0.0.2"))
+	a := startAgent(t, namesMesh, Options{Resolver: dns.resolver()})
+	srv := exporter.NewServer(a.reg, a.Metrics, a.log, nil, exporter.ServerOptions{Ready: a.Ready})
+	value := func(name, target string) float64 {
+		rec := httptest.NewRecorder()
+		srv.Mux.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		for _, line := range strings.Split(rec.Body.String(), "\n") {
+			if strings.HasPrefix(line, name+"{") && strings.Contains(line, `target="`+target+`"`) && !strings.Contains(line, "reason=") {
+				var v float64
+				fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+				return v
+			}
+		}
+		return -1
+	}
+	waitUntil(t, 20*time.Second, "the never-resolving name down and marked unresolved", func() bool {
+		return value("probed_target_up", "typo.probed.test") == 0 && value("probed_target_name_resolved", "typo.probed.test") == 0
+	})
+	waitUntil(t, 20*time.Second, "the other name answered", func() bool {
+		return value("probed_target_up", "gone.probed.test") == 1 && value("probed_target_name_resolved", "gone.probed.test") == 1
+	})
+	if ok, why := a.Ready(); ok || !strings.Contains(why, "1 unresolvable") {
+		t.Errorf("ready = %v (%s) with a name that never resolved", ok, why)
+	}
+	dns.set("gone.probed.test", netip.Addr{})
+	waitUntil(t, 20*time.Second, "the name that stopped resolving marked", func() bool {
+		return value("probed_target_name_resolved", "gone.probed.test") == 0
+	})
+	n := value("probed_rtt_seconds_count", "gone.probed.test")
+	waitUntil(t, 20*time.Second, "its last address still probed and up", func() bool {
+		return value("probed_rtt_seconds_count", "gone.probed.test") >= n+5 && value("probed_target_up", "gone.probed.test") == 1
 	})
 }

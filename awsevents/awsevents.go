@@ -7,6 +7,7 @@
 package awsevents
 
 import (
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -24,8 +25,12 @@ type Tracker struct {
 	site    string
 	started time.Time
 
-	mu      sync.Mutex
-	seeded  bool
+	mu sync.Mutex
+	// polled: the sources (service/region) the tracker has seen answer.
+	// A resource first seen in the first good answer of its source is the
+	// starting state, not news: every region and service answers for the
+	// first time at its own moment after the agent starts.
+	polled  map[string]bool
 	conns   map[string]*seen // connection state, by connection ID
 	macsec  map[string]*seen // "up"/"down", by connection ID
 	vifs    map[string]*seen // VIF state, by VIF ID
@@ -43,15 +48,17 @@ type seen struct {
 // earliest "since" it reports: what happened before the agent ran is not
 // known).
 func New(site string, started time.Time) *Tracker {
-	return &Tracker{site: site, started: started,
+	return &Tracker{site: site, started: started, polled: map[string]bool{},
 		conns: map[string]*seen{}, macsec: map[string]*seen{}, vifs: map[string]*seen{},
 		peers: map[string]*seen{}, nsm: map[string]*seen{}, regions: map[string]*seen{}}
 }
 
 // Update compares a snapshot with what the tracker knew and returns the
-// transitions as events, stamped with the snapshot's time. The first
-// snapshot only seeds the state: it holds no transitions. A resource that
-// first appears later is reported as new (from "").
+// transitions as events, stamped with the snapshot's time. The resources
+// of a source (a service in a region) seen in its first good answer only
+// seed the state: they hold no transitions, whenever that answer comes
+// (the first snapshot, or a region that answers after failing at first).
+// A resource that first appears later is reported as new (from "").
 func (t *Tracker) Update(s *awsstate.Snapshot) []events.Event {
 	if s == nil {
 		return nil
@@ -60,19 +67,23 @@ func (t *Tracker) Update(s *awsstate.Snapshot) []events.Event {
 	defer t.mu.Unlock()
 	at := s.Taken
 	var out []events.Event
-	first := !t.seeded
-	t.seeded = true
+	known := maps.Clone(t.polled)
+	for _, r := range s.Regions {
+		if r.Up {
+			t.polled[r.Service+"/"+r.Region] = true
+		}
+	}
 	// change records the new state and says whether it is a transition to
-	// report (and the previous state).
-	change := func(m map[string]*seen, key, state string) (string, bool) {
+	// report (and the previous state). src is the resource's source.
+	change := func(m map[string]*seen, key, state, src string) (string, bool) {
 		old, ok := m[key]
 		if !ok {
 			since := at
-			if first {
+			if !known[src] {
 				since = t.started
 			}
 			m[key] = &seen{state: state, since: since}
-			return "", !first
+			return "", known[src]
 		}
 		if old.state == state {
 			return old.state, false
@@ -88,25 +99,31 @@ func (t *Tracker) Update(s *awsstate.Snapshot) []events.Event {
 			st = "down"
 		}
 		key := r.Service + "/" + r.Account + "/" + r.Region
-		var failedSince time.Time
-		if old, ok := t.regions[key]; ok {
-			failedSince = old.since
-		}
-		from, changed := change(t.regions, key, st)
 		l := events.Labels{Service: r.Service, Account: r.Account, Region: r.Region, Site: t.site}
+		old, ok := t.regions[key]
 		switch {
-		case !r.Up && (changed || first):
-			// Also a region failing from the agent's start: that is
-			// news (credentials, permissions), not a steady state.
-			out = append(out, events.NewAWSPollFailed(at, l, "", r.LastError))
-		case r.Up && changed && from != "":
-			out = append(out, events.NewAWSPollRecovered(at, l, at.Sub(failedSince)))
+		case !ok:
+			t.regions[key] = &seen{state: st, since: at}
+			if !r.Up {
+				// Failing from its first poll: that is news
+				// (credentials, permissions), not a steady state.
+				out = append(out, events.NewAWSPollFailed(at, l, r.Outcome, r.LastError))
+			}
+		case old.state != st:
+			failedSince := old.since
+			old.state, old.since = st, at
+			if r.Up {
+				out = append(out, events.NewAWSPollRecovered(at, l, at.Sub(failedSince)))
+			} else {
+				out = append(out, events.NewAWSPollFailed(at, l, r.Outcome, r.LastError))
+			}
 		}
 	}
 
 	for _, c := range s.Connections {
 		l := events.Labels{ConnectionID: c.ID, Site: c.Site, Region: c.Region}
-		if from, ok := change(t.conns, c.ID, c.State); ok {
+		src := awsstate.ServiceDX + "/" + c.Region
+		if from, ok := change(t.conns, c.ID, c.State, src); ok {
 			out = append(out, events.NewDXConnectionChanged(at, l, c.Name, from, c.State))
 		}
 		if hasMACsec(c) {
@@ -114,7 +131,7 @@ func (t *Tracker) Update(s *awsstate.Snapshot) []events.Event {
 			if c.MACsecUp {
 				st = "up"
 			}
-			if _, ok := change(t.macsec, c.ID, st); ok {
+			if _, ok := change(t.macsec, c.ID, st, src); ok {
 				out = append(out, events.NewMACsecChanged(at, l, c.EncryptionMode, c.MACsecUp, c.PortEncryptionStatus))
 			}
 		}
@@ -122,7 +139,8 @@ func (t *Tracker) Update(s *awsstate.Snapshot) []events.Event {
 
 	for _, v := range s.VIFs {
 		l := events.Labels{VIFID: v.ID, ConnectionID: v.ConnectionID, Site: v.Site, Segment: v.Segment, Region: v.Region}
-		if from, ok := change(t.vifs, v.ID, v.State); ok {
+		src := awsstate.ServiceDX + "/" + v.Region
+		if from, ok := change(t.vifs, v.ID, v.State, src); ok {
 			out = append(out, events.NewDXVIFChanged(at, l, v.Name, from, v.State))
 		}
 		if v.PollFailed {
@@ -135,7 +153,7 @@ func (t *Tracker) Update(s *awsstate.Snapshot) []events.Event {
 			pl := l
 			pl.ConnectionID = ""
 			pl.BGPPeerID = p.ID
-			if from, ok := change(t.peers, v.ID+"/"+p.ID, p.Status); ok {
+			if from, ok := change(t.peers, v.ID+"/"+p.ID, p.Status, src); ok {
 				out = append(out, events.NewBGPPeerChanged(at, pl, p.CustomerAddress, from, p.Status))
 			}
 		}
@@ -154,7 +172,7 @@ func (t *Tracker) Update(s *awsstate.Snapshot) []events.Event {
 		if d.Value >= 1 {
 			st = "degraded"
 		}
-		if _, ok := change(t.nsm, d.Monitor+"/"+d.Resource, st); ok {
+		if _, ok := change(t.nsm, d.Monitor+"/"+d.Resource, st, awsstate.ServiceCloudWatch+"/"+p.Region); ok {
 			out = append(out, events.NewNSMHealthChanged(at, events.Labels{Monitor: d.Monitor, ProbeID: d.Resource,
 				Site: p.Site, Segment: p.Segment, Region: p.Region}, st == "degraded"))
 		}

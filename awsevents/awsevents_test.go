@@ -184,3 +184,60 @@ func TestPollingFailingFromTheStart(t *testing.T) {
 		t.Fatalf("%v", kinds(evs))
 	}
 }
+
+// Each source's first good answer is the starting state, whenever it
+// comes: with poll_all, regions answer at their own moment after the
+// start, and one failing at first answers later; none of that is news. A
+// resource that appears after its source has answered is.
+func TestStartingStatePerSource(t *testing.T) {
+	t0 := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	tr := New("us-east", t0)
+	peer := func(id, status string) awsstate.BGPPeer {
+		return awsstate.BGPPeer{ID: id, Status: status, CustomerAddress: "169.254.0.1/30"}
+	}
+	east := awsstate.VIF{ID: "dxvif-east", Region: "us-east-1", Site: "us-east", Segment: "prod", State: "available",
+		Peers: []awsstate.BGPPeer{peer("dxpeer-e", "up")}}
+	west := awsstate.VIF{ID: "dxvif-west", Region: "us-west-1", Site: "us-west", Segment: "prod", State: "available",
+		Peers: []awsstate.BGPPeer{peer("dxpeer-w", "down")}}
+	region := func(r string, up bool) awsstate.RegionStatus {
+		rs := awsstate.RegionStatus{Service: awsstate.ServiceDX, Region: r, Up: up}
+		if !up {
+			rs.LastError, rs.Outcome = "api error AccessDeniedException: no", "access_denied"
+		}
+		return rs
+	}
+	snap := func(i int, regions []awsstate.RegionStatus, vifs ...awsstate.VIF) *awsstate.Snapshot {
+		return &awsstate.Snapshot{Taken: t0.Add(time.Duration(i) * time.Minute), Regions: regions, VIFs: vifs}
+	}
+	// us-east answers first; us-west fails at first (news), then answers:
+	// its VIF and BGP session (down) are its starting state.
+	if evs := tr.Update(snap(1, []awsstate.RegionStatus{region("us-east-1", true)}, east)); len(evs) != 0 {
+		t.Fatalf("first answer: %v", evs)
+	}
+	evs := tr.Update(snap(2, []awsstate.RegionStatus{region("us-east-1", true), region("us-west-1", false)}, east))
+	if len(evs) != 1 || evs[0].Kind != events.AWSPollFailed || evs[0].Details["outcome"] != "access_denied" ||
+		!strings.Contains(evs[0].Summary, "access_denied (AccessDeniedException: no)") {
+		t.Fatalf("us-west failing from its first poll: %v", evs)
+	}
+	evs = tr.Update(snap(3, []awsstate.RegionStatus{region("us-east-1", true), region("us-west-1", true)}, east, west))
+	if len(evs) != 1 || evs[0].Kind != events.AWSPollRecovered {
+		t.Fatalf("us-west's first answer: %v, want only the recovery", evs)
+	}
+	// Its starting state dates from the agent's start.
+	st := tr.AWS(snap(3, nil, east, west))
+	if !st.VIFs[1].Since.Equal(t0) || !st.VIFs[1].BGPPeers[0].Since.Equal(t0) {
+		t.Errorf("since of a starting state: %v %v", st.VIFs[1].Since, st.VIFs[1].BGPPeers[0].Since)
+	}
+	// Later: a transition, and a VIF that is really new.
+	west.Peers = []awsstate.BGPPeer{peer("dxpeer-w", "up")}
+	fresh := awsstate.VIF{ID: "dxvif-new", Region: "us-east-1", Site: "us-east", Segment: "dev", State: "pending"}
+	evs = tr.Update(snap(4, []awsstate.RegionStatus{region("us-east-1", true), region("us-west-1", true)}, east, west, fresh))
+	var got []string
+	for _, e := range evs {
+		got = append(got, string(e.Kind)+" "+e.Summary)
+	}
+	if len(evs) != 2 || !strings.Contains(got[0], "bgp_peer_changed") || !strings.Contains(got[0], "down → up") ||
+		!strings.Contains(got[1], "dx_vif_changed") || !strings.Contains(got[1], "(new) → pending") {
+		t.Errorf("later: %q", got)
+	}
+}

@@ -41,6 +41,11 @@ type Options struct {
 	// already honours AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL* and the
 	// rest of the standard environment.
 	LoadOptions []func(*awsconfig.LoadOptions) error
+	// AfterRound, when set, is called after every poll round of one
+	// service in one region (and every discovery pass), from the polling
+	// goroutine: the moment a new Snapshot may differ. It must not block
+	// for long (the event journal diffs snapshots here).
+	AfterRound func()
 }
 
 // Poller polls AWS and keeps the state that Snapshot reports.
@@ -332,6 +337,7 @@ func (p *Poller) Run(ctx context.Context) {
 	interval := p.cfg.Discovery.Interval.D()
 	for {
 		p.discover(ctx)
+		p.afterRound(ctx)
 		startWorkers()
 		p.mu.Lock()
 		fails := p.discStatus.fails
@@ -339,6 +345,14 @@ func (p *Poller) Run(ctx context.Context) {
 		if !sleep(ctx, backoff(interval, fails)) {
 			return
 		}
+	}
+}
+
+// afterRound calls Options.AfterRound, unless the poller is stopping (a
+// round cut short by the end of ctx is no news).
+func (p *Poller) afterRound(ctx context.Context) {
+	if p.opts.AfterRound != nil && ctx.Err() == nil {
+		p.opts.AfterRound()
 	}
 }
 
@@ -370,6 +384,7 @@ func (p *Poller) runRegion(ctx context.Context, rs *regionState) {
 			}
 			if !time.Now().Before(j.next) {
 				j.run()
+				p.afterRound(ctx)
 				p.mu.Lock()
 				fails := j.st.fails
 				p.mu.Unlock()
@@ -439,7 +454,7 @@ func (p *Poller) Snapshot() *Snapshot {
 			a.last = st.lastSuccess
 		}
 		s.Regions = append(s.Regions, RegionStatus{Account: k.account, Service: name, Region: k.region,
-			Up: st.up, LastSuccess: st.lastSuccess, LastError: st.lastErr})
+			Up: st.up, LastSuccess: st.lastSuccess, LastError: st.lastErr, Outcome: st.lastOutcome})
 	}
 	keys := make([]regionKey, 0, len(p.regions))
 	for k := range p.regions {

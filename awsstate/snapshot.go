@@ -123,6 +123,9 @@ type RegionStatus struct {
 	Up                       bool
 	LastSuccess              time.Time
 	LastError                string
+	// Outcome classifies the last failure as the request counter does
+	// (Classify: access_denied, throttled, …); empty while up.
+	Outcome string
 }
 
 // RequestCount is a counter value.

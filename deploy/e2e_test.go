@@ -93,7 +93,8 @@ func TestEndToEndAlerting(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := s.Command(context.WithoutCancel(ctx), bin, "--config.file="+mesh, "--site="+s.Name(), "--web.listen-address="+listen, "--log.format=json")
+		cmd := s.Command(context.WithoutCancel(ctx), bin, "--config.file="+mesh, "--site="+s.Name(), "--web.listen-address="+listen, "--log.format=json",
+			"--storage.path="+filepath.Join(dir, s.Name()))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Env = append(os.Environ(), awsEnv...)
 		if err := cmd.Start(); err != nil {
@@ -133,6 +134,12 @@ func TestEndToEndAlerting(t *testing.T) {
 	if err := aws.SetBGPStatus(bgpVIF, bgpPeer, "down"); err != nil {
 		t.Fatal(err)
 	}
+
+	// The site-pair dashboard's event annotation marks the outage (the
+	// us-east agent's target_down) on the pair's latency panels.
+	_, events := dashboardAnnotation(t, "grafana/site-pair.json", "Agent events", map[string]string{"source_site": "us-east", "target_site": "us-central"})
+	waitProm(t, promURL, time.Minute, "the Agent events annotation for the outage",
+		`(`+events+`) and on (kind) count by (kind) (probed_events_total{kind="target_down"})`)
 
 	unreachable := map[string]string{"source_site": "us-east", "target_site": "us-central", "path": "sitelink", "segment": "prod"}
 	page := waitHook(t, hook, 4*time.Minute, "ProbedPeerUnreachable", "firing", unreachable)

@@ -102,7 +102,8 @@ func TestResolutionEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := east.Command(context.WithoutCancel(ctx), bin, "--config.file="+mesh, "--site=us-east", "--web.listen-address="+listen, "--log.format=json")
+	cmd := east.Command(context.WithoutCancel(ctx), bin, "--config.file="+mesh, "--site=us-east", "--web.listen-address="+listen, "--log.format=json",
+		"--storage.path="+filepath.Join(dir, "storage"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

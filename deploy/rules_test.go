@@ -58,7 +58,7 @@ var wantAlerts = []string{
 	"ProbedAgentDown", "ProbedAWSPollingStale", "ProbedConfigReloadFailed",
 	// Issue 12: a closed port is its own (service) alert; coarse RTT
 	// buckets on the server are made visible.
-	"ProbedTCPPortRefused", "ProbedRTTResolutionCoarse",
+	"ProbedTCPPortRefused", "ProbedRTTResolutionCoarse", "ProbedTargetNameUnresolved",
 	// Issue 15: loss on one ECMP/LAG member path.
 	"ProbedLossConcentratedOnMemberPath",
 }

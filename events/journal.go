@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,6 +110,8 @@ type segment struct {
 type Journal struct {
 	o Options
 
+	lock *os.File // holds the directory's flock while open
+
 	mu            sync.Mutex
 	segs          []*segment // oldest first; the last is the active one
 	active        *os.File   // nil until the first append after opening or a retention pass
@@ -134,7 +137,17 @@ func Open(o Options) (*Journal, error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating event journal directory: %w", err)
 	}
-	j := &Journal{o: o, subs: map[*subscriber]struct{}{}}
+	lock, err := lockDir(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	j := &Journal{o: o, subs: map[*subscriber]struct{}{}, lock: lock}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Close()
+		}
+	}()
 	entries, err := os.ReadDir(o.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("reading event journal directory: %w", err)
@@ -160,7 +173,31 @@ func Open(o Options) (*Journal, error) {
 	j.mu.Lock()
 	j.retain()
 	j.mu.Unlock()
+	ok = true
 	return j, nil
+}
+
+// lockName is the lock file in the journal's directory: one process at a
+// time appends to a journal (two agents started with the same
+// --storage.path would interleave their segments).
+const lockName = "lock"
+
+// lockDir takes an exclusive lock on dir's lock file (flock: released by
+// the kernel when the process dies, so a SIGKILL leaves no stale lock).
+func lockDir(dir string) (*os.File, error) {
+	p := filepath.Join(dir, lockName)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening event journal lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("event journal %s is in use by another process (another probed with the same --storage.path?)", dir)
+		}
+		return nil, fmt.Errorf("locking event journal %s: %w", dir, err)
+	}
+	return f, nil
 }
 
 func cmpU64(a, b uint64) int {
@@ -424,6 +461,10 @@ func (j *Journal) Close() error {
 				err = cerr
 			}
 			j.active = nil
+		}
+		if j.lock != nil {
+			_ = j.lock.Close() // releases the flock
+			j.lock = nil
 		}
 	}
 	j.mu.Unlock()

@@ -41,6 +41,16 @@ func NewTargetDown(at time.Time, l Labels, lostInARow int) Event {
 		Details: map[string]any{"lost_in_a_row": lostInARow}}
 }
 
+// NewTargetDownUnsent: the target went down over a run of inARow slots of
+// which unsent could not send a probe (the name does not resolve, the
+// socket cannot be bound): the agent, not the network, may be the cause.
+func NewTargetDownUnsent(at time.Time, l Labels, inARow, unsent int) Event {
+	return Event{Time: at, Kind: TargetDown, Labels: l,
+		Summary: fmt.Sprintf("%s down after %d probes without an answer, %d of them not sent (name not resolved or socket not bound)",
+			l.series(), inARow, unsent),
+		Details: map[string]any{"lost_in_a_row": inARow, "unsent": unsent}}
+}
+
 // NewTargetUp: the target answers again; downFor is how long it was down
 // (0 if unknown).
 func NewTargetUp(at time.Time, l Labels, downFor time.Duration) Event {
@@ -207,17 +217,21 @@ func NewNSMHealthChanged(at time.Time, l Labels, degraded bool) Event {
 // outcome as in probed_aws_api_requests_total ("" when only the error
 // message is known). Labels: service, region, account, site (the agent's).
 func NewAWSPollFailed(at time.Time, l Labels, outcome, message string) Event {
-	why := outcome
-	if why == "" {
-		// The SDK's messages end with what AWS said ("api error
-		// AccessDeniedException: …"): the part worth a summary.
-		why = message
-		if i := strings.LastIndex(why, "api error "); i >= 0 {
-			why = why[i+len("api error "):]
-		}
-		if r := []rune(why); len(r) > 160 {
-			why = string(r[:160]) + "…"
-		}
+	// The SDK's messages end with what AWS said ("api error
+	// AccessDeniedException: …"): the part worth a summary, after the
+	// outcome class when there is one.
+	why := message
+	if i := strings.LastIndex(why, "api error "); i >= 0 {
+		why = why[i+len("api error "):]
+	}
+	if r := []rune(why); len(r) > 160 {
+		why = string(r[:160]) + "…"
+	}
+	switch {
+	case why == "":
+		why = outcome
+	case outcome != "":
+		why = outcome + " (" + why + ")"
 	}
 	return Event{Time: at, Kind: AWSPollFailed, Labels: l,
 		Summary: fmt.Sprintf("AWS %s polling failing in %s: %s", l.Service, l.Region, why),

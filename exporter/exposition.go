@@ -38,6 +38,7 @@ type snapshot struct {
 	ratio        float64
 	haveRatio    bool
 	up           int8
+	resolved     int8
 	violating    bool
 	guardReplies uint64
 	flow         flowSnap // targets with flows (flows.go)
@@ -59,7 +60,7 @@ func (r *recorder) snapshot(s *snapshot, arena *[]uint64) {
 	}
 	s.jitter, s.haveJitter = r.jit.value, r.jit.have
 	s.ratio, s.haveRatio = r.win.ratio()
-	s.up = r.isUp
+	s.up, s.resolved = r.isUp, r.resolved
 	s.violating, s.guardReplies = r.violating, r.guardReplies
 	s.flow = flowSnap{}
 	if r.flows != nil {
@@ -116,15 +117,23 @@ const (
 	helpRTT       = "Round-trip time of answered probes, from kernel timestamps (TCP: the kernel's handshake RTT)."
 	helpJitter    = "RFC 3550 interarrival-jitter estimate over consecutive round-trip times."
 	helpLoss      = "Share of the last probe.loss_window finished probes that were lost."
+	helpResolved  = "Hostname targets: 1 while the name resolves, 0 while lookups fail (the agent probes the last address it had; a name that never resolved also has probed_target_up 0)."
 	helpUp        = "1 after a reply (a TCP reset counts: the path answers), 0 after probe.down_after consecutive losses."
 	helpViolation = "1 while a guard target (expect: unreachable) answers: traffic crosses a boundary that must hold."
 	helpGuard     = "Replies received from guard targets (expect: unreachable)."
 )
 
 // writeText writes the per-target families in the Prometheus text format.
-func writeText(w *bufio.Writer, snaps []snapshot) {
+//
+// With om set it writes OpenMetrics 1.0 instead: the same samples, counter
+// families named without their _total suffix, and # EOF at the end — what
+// Prometheus asks for when it does not scrape protobuf.
+func writeText(w *bufio.Writer, snaps []snapshot, om bool) {
 	var num []byte
 	header := func(name, help, typ string) {
+		if om && typ == "counter" {
+			name = strings.TrimSuffix(name, "_total")
+		}
 		w.WriteString("# HELP ")
 		w.WriteString(name)
 		w.WriteByte(' ')
@@ -200,6 +209,12 @@ func writeText(w *bufio.Writer, snaps []snapshot) {
 			line("probed_target_up", s.r.labels, "", u(uint64(s.up)))
 		}
 	}
+	header("probed_target_name_resolved", helpResolved, "gauge")
+	for i := range snaps {
+		if s := &snaps[i]; s.resolved >= 0 {
+			line("probed_target_name_resolved", s.r.labels, "", u(uint64(s.resolved)))
+		}
+	}
 	header("probed_segmentation_violation", helpViolation, "gauge")
 	for i := range snaps {
 		if s := &snaps[i]; s.guard {
@@ -213,6 +228,9 @@ func writeText(w *bufio.Writer, snaps []snapshot) {
 		}
 	}
 	writeFlowText(header, line, u, f, snaps)
+	if om {
+		w.WriteString("# EOF\n")
+	}
 }
 
 func b2u(b bool) uint64 {
@@ -256,6 +274,7 @@ func protoFamilies(snaps []snapshot) []*dto.MetricFamily {
 	jit := fam("probed_jitter_seconds", helpJitter, dto.MetricType_GAUGE)
 	loss := fam("probed_loss_ratio", helpLoss, dto.MetricType_GAUGE)
 	up := fam("probed_target_up", helpUp, dto.MetricType_GAUGE)
+	res := fam("probed_target_name_resolved", helpResolved, dto.MetricType_GAUGE)
 	vio := fam("probed_segmentation_violation", helpViolation, dto.MetricType_GAUGE)
 	grd := fam("probed_segmentation_replies_total", helpGuard, dto.MetricType_COUNTER)
 	counter := func(pairs []*dto.LabelPair, v uint64) *dto.Metric {
@@ -287,12 +306,15 @@ func protoFamilies(snaps []snapshot) []*dto.MetricFamily {
 		if s.haveRatio {
 			loss.Metric = append(loss.Metric, gauge(p, s.ratio))
 		}
+		if s.resolved >= 0 {
+			res.Metric = append(res.Metric, gauge(p, float64(s.resolved)))
+		}
 		if s.up >= 0 {
 			up.Metric = append(up.Metric, gauge(p, float64(s.up)))
 		}
 	}
 	var out []*dto.MetricFamily
-	for _, f := range append([]*dto.MetricFamily{sent, lost, errs, rtt, jit, loss, up, vio, grd}, flowFamilies(snaps)...) {
+	for _, f := range append([]*dto.MetricFamily{sent, lost, errs, rtt, jit, loss, up, res, vio, grd}, flowFamilies(snaps)...) {
 		if len(f.Metric) > 0 {
 			out = append(out, f)
 		}
@@ -355,9 +377,23 @@ func histogramProto(s *snapshot) *dto.Histogram {
 
 // metricsHandler serves the registry's families plus the per-target ones,
 // in whichever format the scraper asks for.
+// metricsFormats are the exposition formats served, by preference when the
+// scraper accepts several: protobuf (native histograms), OpenMetrics, text.
+var metricsFormats = []expfmt.Format{
+	expfmt.NewFormat(expfmt.TypeProtoDelim),
+	expfmt.FmtOpenMetrics_1_0_0,
+	expfmt.FmtOpenMetrics_0_0_1,
+	expfmt.NewFormat(expfmt.TypeTextPlain),
+}
+
 func metricsHandler(reg *prometheus.Registry, m *Metrics, log *zap.Logger, procs *Procs) http.Handler {
 	sem := make(chan struct{}, 2)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "use GET to scrape metrics", http.StatusMethodNotAllowed)
+			return
+		}
 		select {
 		case sem <- struct{}{}:
 			defer func() { <-sem }()
@@ -369,22 +405,23 @@ func metricsHandler(reg *prometheus.Registry, m *Metrics, log *zap.Logger, procs
 		if err != nil {
 			log.Warn("gathering metrics", zap.Error(err))
 		}
-		format := expfmt.Negotiate(r.Header)
+		format := expfmt.NegotiateAccept(r.Header, metricsFormats...)
+		// The per-target families come as protobuf structures for the
+		// protobuf encoder, and are written by hand for the text formats
+		// (ten times cheaper at 10,000 targets than through the encoder).
 		protoOut := format.FormatType() == expfmt.TypeProtoDelim
-		if !protoOut {
-			format = expfmt.NewFormat(expfmt.TypeTextPlain)
-		}
+		om := format.FormatType() == expfmt.TypeOpenMetrics
 		w.Header().Set("Content-Type", string(format))
 		var out io.Writer = w
 		if gzipAccepted(r) {
 			w.Header().Set("Content-Encoding", "gzip")
 			gz := gzipPool.Get().(*gzip.Writer)
 			gz.Reset(w)
-			defer func() { gz.Close(); gzipPool.Put(gz) }()
+			defer func() { _ = gz.Close(); gzipPool.Put(gz) }() // a scraper gone mid-answer is not ours to report
 			out = gz
 		}
 		bw := bufio.NewWriterSize(out, 256<<10)
-		defer bw.Flush()
+		defer func() { _ = bw.Flush() }()
 		pool, snaps := m.snapshots(protoOut)
 		defer snapPool.Put(pool)
 		enc := expfmt.NewEncoder(bw, format)
@@ -398,7 +435,7 @@ func metricsHandler(reg *prometheus.Registry, m *Metrics, log *zap.Logger, procs
 			}
 		}
 		if !protoOut {
-			writeText(bw, snaps)
+			writeText(bw, snaps, om) // OpenMetrics: writes the # EOF the encoder would
 		}
 	})
 }

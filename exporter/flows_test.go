@@ -24,8 +24,16 @@ import (
 // over (other settings) never enter it, totals keep everything.
 func TestFlowWindow(t *testing.T) {
 	spec := &config.ProbeSpec{Flows: 2, Interval: time.Second}
-	f := newFlowStats(spec, 16*time.Second) // 16 buckets of 5 s (40 probes × 2 flows × 1 s = 80 s)
-	if f.window != 80*time.Second || f.width != int64(5*time.Second) {
+	// 40 probes × 2 flows × 1 s × 16/15 = 85.3 s, whole seconds: 86 s.
+	if w := newFlowStats(spec, 16*time.Second).window; w != 86*time.Second {
+		t.Fatalf("window %v, want 86s", w)
+	}
+	f := newFlowStats(spec, 48*time.Second) // shorter than 40 probes per flow
+	if f.window != 86*time.Second {
+		t.Fatalf("window %v, want 86s", f.window)
+	}
+	f = newFlowStats(spec, 96*time.Second)
+	if f.window != 96*time.Second || f.width != int64(6*time.Second) {
 		t.Fatalf("window %v, bucket %v", f.window, time.Duration(f.width))
 	}
 	base := time.Unix(0, f.since).Add(time.Second)
@@ -64,7 +72,7 @@ func TestFlowWindow(t *testing.T) {
 	if w2 := f.sum(now, 2, nil); w2[0] != w[0] || f.total[0].sent != 51 {
 		t.Errorf("an old probe entered the window: %+v", w2[0])
 	}
-	later := f.sum(now.Add(80*time.Second), 2, nil)
+	later := f.sum(now.Add(f.window), 2, nil)
 	if later[0].sent != 0 || later[1].sent != 0 {
 		t.Errorf("a window later: %+v", later)
 	}

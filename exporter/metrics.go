@@ -23,7 +23,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/probed/probed/config"
+	"github.com/probed/probed/events"
 	"github.com/probed/probed/probe"
+	"github.com/probed/probed/watch"
 )
 
 // ProbeLabels are on every probe series, in this order.
@@ -39,6 +41,10 @@ type Metrics struct {
 	ignoredC [probe.NumIgnored]prometheus.Counter
 	lag      prometheus.Histogram
 	drops    prometheus.Counter
+
+	// watcher gets every verdict too (events, history); nil: none. Set
+	// before the engine runs (SetWatcher).
+	watcher *watch.Watcher
 
 	mu     sync.Mutex
 	recs   map[*recorder]struct{}
@@ -90,7 +96,8 @@ func (m *Metrics) SetPlan(p *config.Plan) {
 // the per-probe path touches no labels and allocates nothing.
 func (m *Metrics) Add(s *config.ProbeSpec) probe.Recorder {
 	lv := s.LabelValues()
-	r := &recorder{m: m, spec: *s, guard: s.Guard, isUp: -1, win: newLossWindow(int(m.lossWindow.Load()))}
+	r := &recorder{m: m, spec: *s, guard: s.Guard, isUp: -1, resolved: -1, win: newLossWindow(int(m.lossWindow.Load()))}
+	r.watch = m.watcher.Add(events.Probe(lv[0], lv[1], lv[2], lv[3], lv[4], lv[5], lv[6]), s.Guard)
 	if s.Flows > 1 && !s.Guard {
 		r.flows = newFlowStats(s, m.FlowWindow())
 	}
@@ -126,6 +133,7 @@ func (m *Metrics) Remove(s *config.ProbeSpec, rec probe.Recorder) {
 	r.mu.Lock()
 	r.removed = true
 	r.mu.Unlock()
+	m.watcher.Remove(r.watch)
 }
 
 // Ignored implements probe.Sink.
@@ -159,6 +167,7 @@ type recorder struct {
 	guard  bool
 	labels string           // `{source_site="…",…,port="…"` (no closing brace)
 	pairs  []*dto.LabelPair // the same, for protobuf
+	watch  *watch.Target    // events and history of the series (nil: none)
 
 	mu           sync.Mutex
 	sent, lost   uint64
@@ -171,6 +180,7 @@ type recorder struct {
 	violating    bool
 	guardReplies uint64
 	removed      bool
+	resolved     int8       // hostname targets: -1 before the first lookup, 0 failing, 1 resolves
 	flows        *flowStats // targets with flows: N > 1 (flows.go)
 }
 
@@ -180,12 +190,30 @@ func (r *recorder) Sent() {
 	r.mu.Unlock()
 }
 
-// ResolveFailed is counted as errors{reason="resolve"} on the target's
-// series: a re-resolution failed and the last address is still probed.
-func (r *recorder) ResolveFailed() {
+// Resolved records a lookup of a hostname target: a failure is counted as
+// errors{reason="resolve"}, and probed_target_name_resolved says whether
+// the name resolves now (the job may be probing its last address).
+func (r *recorder) Resolved(ok bool) {
+	var now int8
+	if ok {
+		now = 1
+	}
 	r.mu.Lock()
-	r.errs[probe.ReasonResolve]++
+	if !ok {
+		r.errs[probe.ReasonResolve]++
+	}
+	was := r.resolved
+	r.resolved = now
 	r.mu.Unlock()
+	if was != now && was != -1 {
+		f := []zap.Field{zap.String("target", r.spec.Target), zap.String("target_site", r.spec.TargetSite),
+			zap.String("protocol", r.spec.Protocol), zap.String("port", r.spec.PortLabel())}
+		if ok {
+			r.m.log.Info("target name resolves again", f...)
+		} else {
+			r.m.log.Warn("target name stopped resolving; probing its last address", f...)
+		}
+	}
 }
 
 // Unsent counts a slot at which no probe left (the name does not resolve,
@@ -193,6 +221,7 @@ func (r *recorder) ResolveFailed() {
 // the loss ratio — it is not network loss — but it counts towards down
 // like a loss, so a target the agent cannot probe does not look healthy.
 func (r *recorder) Unsent(reason probe.Reason) {
+	defer r.watch.Unsent() // after the unlock (deferred first, runs last): it may write an event
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.removed {
@@ -209,6 +238,7 @@ func (r *recorder) Unsent(reason probe.Reason) {
 }
 
 func (r *recorder) Succeeded(p probe.Probe, rtt time.Duration) {
+	defer r.watch.Answered(p.Sent, rtt)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.removed {
@@ -230,6 +260,7 @@ func (r *recorder) Succeeded(p probe.Probe, rtt time.Duration) {
 }
 
 func (r *recorder) Failed(p probe.Probe, reason probe.Reason) {
+	defer r.watch.Failed(p.Sent, reason == probe.ReasonRefused)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.removed {

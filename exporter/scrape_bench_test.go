@@ -39,6 +39,8 @@ func BenchmarkScrape10k(b *testing.B) {
 		{"text", "text/plain;version=0.0.4", ""},
 		{"text-gzip", "text/plain;version=0.0.4", "gzip"},
 		{"protobuf", "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited", ""},
+		// What Prometheus asks for without native histograms.
+		{"openmetrics", "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", ""},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			var size int64

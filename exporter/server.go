@@ -35,6 +35,10 @@ type ServerOptions struct {
 	Lifecycle bool
 	// Ready says whether /-/ready answers 200, and if not, why.
 	Ready func() (bool, string)
+	// OnShutdown is called when the server starts shutting down: it ends
+	// long-lived responses (the console's live event stream), which the
+	// shutdown would otherwise wait for.
+	OnShutdown func()
 }
 
 // NewServer builds the HTTP handlers.
@@ -67,17 +71,8 @@ func NewServer(reg *prometheus.Registry, m *Metrics, log *zap.Logger, procs *Pro
 		}
 		fmt.Fprintln(w, "Reloaded")
 	})
-	s.Mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/" {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprint(w, `<!doctype html><html><head><title>probed</title></head><body>
-<h1>probed</h1><p>Synthetic network monitoring of the site mesh.</p>
-<ul><li><a href="metrics">/metrics</a></li><li><a href="-/healthy">/-/healthy</a></li><li><a href="-/ready">/-/ready</a></li><li><a href="paths">/paths</a></li></ul>
-</body></html>`)
-	})
+	// GET / is the agent's console (package console), mounted by the
+	// agent with its APIs: the same mux, so the same TLS and basic auth.
 	return s
 }
 
@@ -130,6 +125,9 @@ func (s *Server) Serve(ctx context.Context, ls []net.Listener, flags *web.FlagCo
 		// TLS handshake and other server errors in the agent's own log
 		// format, not as plain stdlib lines any client can trigger.
 		ErrorLog: mustStdLog(s.log.Named("http"))}
+	if s.opts.OnShutdown != nil {
+		srv.RegisterOnShutdown(s.opts.OnShutdown)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- web.ServeMultiple(ls, srv, flags, slog.New(newSlogHandler(s.log))) }()
 	select {

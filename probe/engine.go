@@ -169,14 +169,23 @@ func New(o Options) *Engine {
 // monoNow is the engine's monotonic clock (tests replace it).
 func (e *Engine) monoNow() int64 { return e.clock() }
 
+// Changes is what an Update did to the running jobs.
+type Changes struct {
+	Added, Removed []*config.ProbeSpec
+	// Changed holds the old and new settings of each job restarted with
+	// other settings.
+	Changed [][2]*config.ProbeSpec
+}
+
 // Update makes the engine run exactly plan's jobs. Jobs whose key and
 // settings stay keep their state, counters and phase; jobs whose settings
 // changed restart and keep their series; new ones start in their own phase;
 // removed ones stop, release their sockets and memory, and their series
 // disappear. Errors opening sockets for literal addresses are returned
 // (joined); those jobs are retried in the background and the rest of the
-// plan runs anyway.
-func (e *Engine) Update(plan *config.Plan) error {
+// plan runs anyway. It says what it added, removed and restarted.
+func (e *Engine) Update(plan *config.Plan) (Changes, error) {
+	var ch Changes
 	e.mu.Lock()
 	e.names.setInterval(plan.ResolveInterval)
 	if plan.TracePPS > 0 {
@@ -206,8 +215,12 @@ func (e *Engine) Update(plan *config.Plan) error {
 			t.rec = old.rec
 			e.stopLocked(old)
 			stopped = append(stopped, old)
-		} else if spec.Kind == config.KindICMP || spec.Kind == config.KindTCP {
-			t.rec = e.sink.Add(t.spec)
+			ch.Changed = append(ch.Changed, [2]*config.ProbeSpec{old.spec, t.spec})
+		} else {
+			if spec.Kind == config.KindICMP || spec.Kind == config.KindTCP {
+				t.rec = e.sink.Add(t.spec)
+			}
+			ch.Added = append(ch.Added, t.spec)
 		}
 		if t.flows != nil {
 			t.flows.rec, _ = t.rec.(FlowRecorder)
@@ -225,6 +238,7 @@ func (e *Engine) Update(plan *config.Plan) error {
 			delete(e.targets, k)
 			e.stopLocked(t)
 			removed = append(removed, t)
+			ch.Removed = append(ch.Removed, t.spec)
 		}
 	}
 	e.mu.Unlock()
@@ -254,7 +268,7 @@ func (e *Engine) Update(plan *config.Plan) error {
 	e.names.retain(func(t *target) bool { return seen[t.key] && e.current(t) })
 	e.kick(e.wake)
 	e.kick(e.maint)
-	return errors.Join(errs...)
+	return ch, errors.Join(errs...)
 }
 
 // runs reports whether jobs of kind k have somewhere to report.

@@ -114,7 +114,7 @@ func flowSpecs(target string, flows int, interval time.Duration) []config.ProbeS
 }
 
 func (f *flowEnv) update(specs ...config.ProbeSpec) {
-	_ = f.e.Update(&config.Plan{Site: "a", Probes: specs, LossWindow: 100, DownAfter: 3, ResolveInterval: time.Minute})
+	_, _ = f.e.Update(&config.Plan{Site: "a", Probes: specs, LossWindow: 100, DownAfter: 3, ResolveInterval: time.Minute})
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

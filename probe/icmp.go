@@ -455,7 +455,7 @@ func (p *icmpProber) checkInterfaces(index func(string) int) {
 		}
 		c.mu.Lock()
 		if c.sock != nil && c.ifindex != index(c.key.Interface) {
-			c.breakLocked(fmt.Errorf("interface %s was deleted or re-created", c.key.Interface))
+			_ = c.breakLocked(fmt.Errorf("interface %s was deleted or re-created", c.key.Interface))
 		}
 		c.mu.Unlock()
 	}
@@ -779,7 +779,7 @@ func (c *icmpConn) send(t *target, b *binding, flow int, id uint16) {
 		if socketGone(err) {
 			// The device or source address went away under the socket:
 			// open it again rather than fail every probe.
-			c.breakLocked(err)
+			_ = c.breakLocked(err)
 		}
 		c.mu.Unlock()
 		c.p.e.log.Debug("ICMP send failed", zap.String("target", t.spec.Target), zap.Error(err))

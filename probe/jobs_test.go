@@ -67,7 +67,7 @@ func (j *jobEnv) update(t *testing.T, resolve time.Duration, specs ...[]config.P
 	for _, s := range specs {
 		all = append(all, s...)
 	}
-	_ = j.e.Update(&config.Plan{Site: "a", Probes: all, LossWindow: 100, DownAfter: 3, ResolveInterval: resolve})
+	_, _ = j.e.Update(&config.Plan{Site: "a", Probes: all, LossWindow: 100, DownAfter: 3, ResolveInterval: resolve})
 }
 
 // progress is how far a job got: answered ICMP probes, TCP connects,

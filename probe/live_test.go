@@ -24,7 +24,7 @@ func runEngine(t *testing.T, log *zap.Logger, d time.Duration, specs ...config.P
 	t.Helper()
 	sink := &countingSink{}
 	e := New(Options{Log: log, Sink: sink})
-	if err := e.Update(&config.Plan{Site: "test", Probes: specs, LossWindow: 100, DownAfter: 3}); err != nil {
+	if _, err := e.Update(&config.Plan{Site: "test", Probes: specs, LossWindow: 100, DownAfter: 3}); err != nil {
 		t.Fatalf("update: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d)

@@ -50,19 +50,22 @@ func (e *Engine) maintain(ctx context.Context) {
 	}
 }
 
-// setWant points t at ip; the maintenance loop binds it.
+// setWant points t at ip, the name's address; the maintenance loop binds it.
 func (e *Engine) setWant(t *target, ip netip.Addr) {
 	e.mu.Lock()
 	if t.live && t.want != ip {
 		t.want, t.retryAt, t.backoff = ip, 0, 0
 	}
 	e.mu.Unlock()
+	if t.rec != nil && !t.literal.IsValid() {
+		t.rec.Resolved(true)
+	}
 	e.kick(e.maint)
 }
 
 // unresolved records a failed lookup of t's name: a job that was never
 // bound reports its slots as unsent for ReasonResolve; one that is keeps
-// probing the last address, and the failure is counted.
+// probing the last address. Both are told to the recorder.
 func (e *Engine) unresolved(t *target) {
 	e.mu.Lock()
 	bound := t.want.IsValid()
@@ -70,8 +73,8 @@ func (e *Engine) unresolved(t *target) {
 		t.reason = ReasonResolve
 	}
 	e.mu.Unlock()
-	if bound && t.rec != nil {
-		t.rec.ResolveFailed()
+	if t.rec != nil {
+		t.rec.Resolved(false)
 	}
 }
 
@@ -99,7 +102,7 @@ func (e *Engine) bindDue(now int64) int64 {
 	}
 	e.mu.Unlock()
 	for _, t := range todo {
-		e.bind(t)
+		_ = e.bind(t) // a failure is logged and retried there
 	}
 	return next
 }

@@ -43,7 +43,13 @@ func (r *countingRec) Failed(_ Probe, x Reason) {
 	r.mu.Unlock()
 }
 func (r *countingRec) Unsent(x Reason) { r.mu.Lock(); r.unsent = append(r.unsent, x); r.mu.Unlock() }
-func (r *countingRec) ResolveFailed()  { r.mu.Lock(); r.resolveFails++; r.mu.Unlock() }
+func (r *countingRec) Resolved(ok bool) {
+	r.mu.Lock()
+	if !ok {
+		r.resolveFails++
+	}
+	r.mu.Unlock()
+}
 
 func (s *countingSink) Add(spec *config.ProbeSpec) Recorder {
 	s.mu.Lock()
@@ -317,7 +323,7 @@ func (nopRec) Sent()                          {}
 func (nopRec) Succeeded(Probe, time.Duration) {}
 func (nopRec) Failed(Probe, Reason)           {}
 func (nopRec) Unsent(Reason)                  {}
-func (nopRec) ResolveFailed()                 {}
+func (nopRec) Resolved(bool)                  {}
 
 // A reply the kernel received in time but the agent has not read yet (a
 // stalled reader on a loaded machine) must not make its probe lost: expiry

@@ -98,9 +98,10 @@ type Recorder interface {
 	// does not resolve (ReasonResolve) or the socket cannot be opened or
 	// bound (ReasonBind). It is not a network loss.
 	Unsent(r Reason)
-	// ResolveFailed counts a failed re-resolution of a name that is still
-	// probed at its last known address.
-	ResolveFailed()
+	// Resolved is called after every lookup of a hostname target's name:
+	// ok false means it failed (the job goes on probing its last address,
+	// if it ever had one).
+	Resolved(ok bool)
 }
 
 // Sink is where the engine reports ICMP and TCP jobs; the exporter

@@ -107,7 +107,7 @@ func TestUpdateKeepsTargets(t *testing.T) {
 	sink := &countingSink{}
 	e := New(Options{Log: zap.NewNop(), Sink: sink})
 	s := config.ProbeSpec{Kind: config.KindTCP, TargetSite: "b", Target: "192.0.2.1", Protocol: config.ProtoTCP, Port: 22, Interval: time.Second, Timeout: time.Second}
-	if err := e.Update(&config.Plan{Probes: []config.ProbeSpec{s}}); err != nil {
+	if _, err := e.Update(&config.Plan{Probes: []config.ProbeSpec{s}}); err != nil {
 		t.Fatal(err)
 	}
 	s.Interval = 2 * time.Second

@@ -2,20 +2,13 @@ package sla
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/probed/probed/internal/testutil"
 	"github.com/probed/probed/sla/slatest"
 )
 
@@ -30,7 +23,7 @@ const testPasswordHash = "$2a$04$y/8AvqP2Kryi74wdrtYLIu7h2ycR/pHwjWi/LtUb1C0U5xn
 func TestTLSAndBasicAuth(t *testing.T) {
 	blocks := blocksDir(t)
 	dir := t.TempDir()
-	caFile, certFile, keyFile := writeTestPKI(t, dir)
+	caFile, certFile, keyFile := testutil.WritePKI(t, dir)
 	web := write(t, dir, "web.yml", "tls_server_config:\n  cert_file: "+certFile+"\n  key_file: "+keyFile+
 		"\nbasic_auth_users:\n  probed: "+testPasswordHash+"\n")
 	pw := write(t, dir, "password", "sla-secret\n")
@@ -131,35 +124,3 @@ func write(t *testing.T, dir, name, content string) string {
 }
 
 // writeTestPKI makes a throw-away CA and a server certificate for 127.0.0.1.
-func writeTestPKI(t *testing.T, dir string) (ca, cert, key string) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "probed test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	srvTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caTmpl, &srvKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(srvKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pemFile := func(name, typ string, der []byte) string {
-		return write(t, dir, name, string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})))
-	}
-	return pemFile("ca.crt", "CERTIFICATE", caDER), pemFile("server.crt", "CERTIFICATE", srvDER), pemFile("server.key", "EC PRIVATE KEY", keyDER)
-}

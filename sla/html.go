@@ -245,6 +245,7 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 	"aws":      func(b *Breach, r *Report, p *Pair) string { return awsText(b, r.AWSState, p.awsPath(r)) },
 	"color":    func(c string) template.CSS { return template.CSS("color:" + causeColor[c]) },
 	"join":     strings.Join,
+	"evtime":   func(t time.Time) string { return t.UTC().Format("15:04:05") },
 	"headline": pathHeadline,
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -259,7 +260,7 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}.met{color:#2e7d32;font-weight:6
 svg.chart{display:block;margin:.5em 0;max-width:100%;height:auto}
 svg .grid{stroke:#e0e0e0;stroke-width:1}svg .axis{font-size:11px;fill:#666}svg .label{font-size:12px;fill:#222}
 svg .value{font-size:11px;fill:#222}svg .objective{stroke:#222;stroke-width:2}svg .lane{fill:#e8f5e9}svg .nodata{fill:#bdbdbd}
-svg .legend{font-size:12px}details{margin:.3em 0}
+svg .legend{font-size:12px}details{margin:.3em 0}td.events ul{margin:0;padding-left:1.2em}
 </style></head><body>
 <h1>SLA report {{time .R.From}} – {{time .R.To}} UTC</h1>
 <p>Source: Prometheus at <code>{{.R.Prometheus}}</code>, generated {{time .R.Generated}} UTC, one judgement per {{.Step}}.</p>
@@ -295,8 +296,8 @@ svg .legend{font-size:12px}details{margin:.3em 0}
 
 <h2>Breach windows</h2>
 {{$r := .R}}{{range .R.Pairs}}{{$p := .}}<h3>{{.Name}}</h3>
-{{if .Breaches}}<table><tr><th class="l">Start</th><th class="l">End</th><th>Duration</th><th class="l">Cause</th><th class="l">AWS state changed</th></tr>
-{{range .Breaches}}<tr class="breach-row"><td class="l">{{time .Start}}</td><td class="l">{{time .End}}</td><td>{{dur .DurationSeconds}}</td><td class="l" style="{{color .Cause}}">{{.Cause}}{{if gt (len .Causes) 1}} ({{join .Causes ", "}}){{end}}</td><td class="l">{{aws . $r $p}}</td></tr>
+{{if .Breaches}}<table><tr><th class="l">Start</th><th class="l">End</th><th>Duration</th><th class="l">Cause</th><th class="l">AWS state changed</th>{{if $r.EventSources}}<th class="l">Events</th>{{end}}</tr>
+{{range .Breaches}}<tr class="breach-row"><td class="l">{{time .Start}}</td><td class="l">{{time .End}}</td><td>{{dur .DurationSeconds}}</td><td class="l" style="{{color .Cause}}">{{.Cause}}{{if gt (len .Causes) 1}} ({{join .Causes ", "}}){{end}}</td><td class="l">{{aws . $r $p}}</td>{{if $r.EventSources}}<td class="l events">{{if .Events}}<ul>{{range .Events}}<li data-kind="{{.Kind}}"><code>{{evtime .Time}}</code> <b>{{.Kind}}</b> {{.Summary}}</li>{{end}}</ul>{{else}}none recorded{{end}}</td>{{end}}</tr>
 {{end}}</table>{{else}}<p>No breach.</p>{{end}}{{end}}
 
 <h2>Daily figures</h2>

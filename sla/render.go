@@ -193,6 +193,20 @@ func renderMarkdown(w io.Writer, r *Report) error {
 			p("| %s | %s | %s | %s | %s |\n", fmtTime(br.Start), fmtTime(br.End), fmtDur(br.DurationSeconds), cause, mdEscape(awsText(br, r.AWSState, x.awsPath(r))))
 		}
 		p("\n")
+		if len(r.EventSources) > 0 {
+			p("Events in these windows (from the agents' journals):\n\n")
+			for _, br := range x.Breaches {
+				if len(br.Events) == 0 {
+					p("- %s – %s: no event recorded\n", fmtTime(br.Start), fmtTime(br.End))
+					continue
+				}
+				p("- %s – %s:\n", fmtTime(br.Start), fmtTime(br.End))
+				for _, e := range br.Events {
+					p("  - %s `%s` %s\n", e.Time.Format("2006-01-02 15:04:05"), e.Kind, mdEscape(e.Summary))
+				}
+			}
+			p("\n")
+		}
 	}
 
 	p("## Daily figures\n\n")
@@ -234,7 +248,8 @@ func csvNum(n Num) string {
 	return strconv.FormatFloat(float64(n), 'g', 10, 64)
 }
 
-// renderCSV writes four sections (pair, breach, day, comparison_day), each
+// renderCSV writes four sections (pair, breach, day, comparison_day; and
+// breach_event between breach and day when the agents' journals were read), each
 // with its own header row; the first column names the section so a
 // spreadsheet filter separates them.
 func renderCSV(w io.Writer, r *Report) error {
@@ -259,6 +274,17 @@ func renderCSV(w io.Writer, r *Report) error {
 			}
 			rows = append(rows, []string{"breach", p.Source, p.Target, p.Path, p.Segment, b.Start.UTC().Format(time.RFC3339), b.End.UTC().Format(time.RFC3339),
 				f(b.DurationSeconds), b.Cause, strings.Join(b.Causes, " "), strconv.FormatBool(b.AWSChanged), strings.Join(ch, "; ")})
+		}
+	}
+	if len(r.EventSources) > 0 {
+		rows = append(rows, nil, []string{"section", "source_site", "target_site", "path", "segment", "breach_start", "time", "kind", "summary", "agent"})
+		for _, p := range r.Pairs {
+			for _, b := range p.Breaches {
+				for _, e := range b.Events {
+					rows = append(rows, []string{"breach_event", p.Source, p.Target, p.Path, p.Segment, b.Start.UTC().Format(time.RFC3339),
+						e.Time.UTC().Format(time.RFC3339Nano), e.Kind, e.Summary, e.Agent})
+				}
+			}
 		}
 	}
 	rows = append(rows, nil, []string{"section", "source_site", "target_site", "path", "segment", "date", "availability_percent", "good_minutes", "bad_minutes", "no_data_minutes",

@@ -31,6 +31,9 @@ type Report struct {
 	// much faster (negative) or slower sitelink was than mpls overall.
 	PathDiffPercent Num      `json:"path_difference_percent"`
 	Notes           []string `json:"notes"`
+	// EventSources are the agents' journals read for the breach windows'
+	// events (absent when none was given).
+	EventSources []EventSource `json:"event_sources,omitempty"`
 }
 
 // Minutes counts the minutes of a period by outcome.
@@ -124,6 +127,10 @@ type Breach struct {
 	Causes     []string    `json:"causes"`
 	AWSChanged bool        `json:"aws_state_changed"`
 	AWSChanges []AWSChange `json:"aws_changes"`
+	// Events are the agents' events that concern the pair, from one step
+	// before Start to End, oldest first (absent when no journal was read;
+	// see AttachEvents).
+	Events []BreachEvent `json:"events,omitempty"`
 }
 
 // AWSChange is one change of an AWS-side state series.

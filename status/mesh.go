@@ -93,8 +93,9 @@ type View struct {
 	Time time.Time `json:"time"`
 	// Self is this agent's site.
 	Self string `json:"self"`
-	// RefreshSeconds is how often the console should ask again: the probe
-	// interval, between 1 and 10 s.
+	// RefreshSeconds is how often the console should ask again: half the
+	// probe interval (a change shows within one interval and the cache's
+	// age), between 1 and 10 s.
 	RefreshSeconds float64  `json:"refresh_seconds"`
 	Sites          []string `json:"sites"`
 	// Agents: this one first, then the peers in site order.
@@ -205,7 +206,7 @@ func (m *Mesh) build(ctx context.Context, sites []string, peers []Peer) *View {
 
 	v := &View{Time: m.o.Now(), Self: m.o.Site, Sites: sites, Agents: agents, RefreshSeconds: 1}
 	if st != nil && st.IntervalSeconds > 0 {
-		v.RefreshSeconds = min(max(st.IntervalSeconds, 1), 10)
+		v.RefreshSeconds = min(max(st.IntervalSeconds/2, 1), 10)
 	}
 	v.Cells = Aggregate(sites, agents)
 	return v

@@ -14,6 +14,7 @@ package watch
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/probed/probed/changepoint"
@@ -37,7 +38,8 @@ type Options struct {
 
 // Watcher makes the per-target watchers.
 type Watcher struct {
-	o Options
+	o         Options
+	downAfter atomic.Int64
 }
 
 // New returns a Watcher; bad parameters are an error.
@@ -60,23 +62,29 @@ func New(o Options) (*Watcher, error) {
 	if o.Emit == nil {
 		o.Emit = func(events.Event) {}
 	}
-	return &Watcher{o: o}, nil
+	w := &Watcher{o: o}
+	w.downAfter.Store(int64(o.DownAfter))
+	return w, nil
 }
 
-// SetDownAfter applies a reloaded probe.down_after to targets added from
-// now on (existing ones keep theirs until re-added).
+// SetDownAfter applies a reloaded probe.down_after to every target at
+// once, as the exporter does for probed_target_up.
 func (w *Watcher) SetDownAfter(n int) {
-	if n > 0 {
-		w.o.DownAfter = n
+	if w != nil && n > 0 {
+		w.downAfter.Store(int64(n))
 	}
 }
 
 // Add returns the watcher of one probe series. guard marks a segmentation
 // guard (expect: unreachable): an answer is a violation, and it has no
 // history or latency. The history series is created (or kept across a
-// reload) here.
+// reload) here. A nil Watcher returns a nil Target, whose methods do
+// nothing.
 func (w *Watcher) Add(l events.Labels, guard bool) *Target {
-	t := &Target{w: w, l: l, guard: guard, downAfter: w.o.DownAfter, up: -1}
+	if w == nil {
+		return nil
+	}
+	t := &Target{w: w, l: l, guard: guard, up: -1}
 	if !guard {
 		t.hist = w.o.History.Add(key(l))
 		t.shift = changepoint.NewShift(w.o.Shift)
@@ -85,9 +93,17 @@ func (w *Watcher) Add(l events.Labels, guard bool) *Target {
 	return t
 }
 
-// Remove forgets a series' history (the target left the plan).
+// Remove forgets a series' history (the target left the plan). Verdicts
+// that still arrive for it (a TCP connect that was in flight) are ignored:
+// a removed target emits nothing.
 func (w *Watcher) Remove(t *Target) {
-	if t != nil && !t.guard {
+	if w == nil || t == nil {
+		return
+	}
+	t.mu.Lock()
+	t.gone = true
+	t.mu.Unlock()
+	if !t.guard {
 		w.o.History.Remove(key(t.l))
 	}
 }
@@ -99,20 +115,29 @@ func key(l events.Labels) history.Key {
 
 // Target watches one probe series. Its methods are safe for concurrent use.
 type Target struct {
-	w         *Watcher
-	l         events.Labels
-	guard     bool
-	downAfter int
-	hist      *history.Series
+	w     *Watcher
+	l     events.Labels
+	guard bool
+	hist  *history.Series
 
 	mu        sync.Mutex
 	shift     *changepoint.Shift
 	loss      *changepoint.Loss
 	up        int8 // -1 no verdict yet, 0 down, 1 up
 	lostRun   int
+	unsentRun int       // of lostRun, the slots at which no probe left
 	runStart  time.Time // send time of the first loss of the current run
 	downSince time.Time
 	changed   time.Time // last up/down transition (zero: none yet)
+	gone      bool      // removed from the plan: verdicts are ignored
+}
+
+// Labels are the series' labels.
+func (t *Target) Labels() events.Labels {
+	if t == nil {
+		return events.Labels{}
+	}
+	return t.l
 }
 
 // State returns up/down as probed_target_up (nil before the first verdict;
@@ -137,10 +162,20 @@ func (t *Target) Answered(sent time.Time, rtt time.Duration) {
 		return
 	}
 	t.hist.Observe(sent, rtt)
+	t.answered(sent, rtt, true)
+}
+
+// answered is an answer, with an RTT (withRTT) or without one (a TCP
+// reset: the path works, there is no RTT).
+func (t *Target) answered(sent time.Time, rtt time.Duration, withRTT bool) {
 	var evs [3]events.Event
 	n := 0
 	t.mu.Lock()
-	t.lostRun = 0
+	if t.gone {
+		t.mu.Unlock()
+		return
+	}
+	t.lostRun, t.unsentRun = 0, 0
 	if t.guard {
 		if t.up != 1 {
 			evs[n] = events.NewSegmentationViolation(sent, t.l)
@@ -164,12 +199,40 @@ func (t *Target) Answered(sent time.Time, rtt time.Duration) {
 		evs[n] = events.NewLossEnded(ev.End, t.l, ev.Start, ev.Lost, ev.Sent)
 		n++
 	}
-	if ev, ok := t.shift.Add(sent, rtt); ok {
-		evs[n] = events.NewLatencyShift(ev.Onset, t.l, ev.Before, ev.After, ev.Detected)
-		n++
+	if withRTT {
+		if ev, ok := t.shift.Add(sent, rtt); ok {
+			evs[n] = events.NewLatencyShift(ev.Onset, t.l, ev.Before, ev.After, ev.Detected)
+			n++
+		}
 	}
 	t.mu.Unlock()
 	t.emit(evs[:n])
+}
+
+// Failed records a probe without a valid reply, as the exporter's recorder
+// does: refused (a TCP reset) is the far end answering — an answer without
+// an RTT for a target (up, not lost), a violation for a guard — and
+// anything else is lost.
+func (t *Target) Failed(sent time.Time, refused bool) {
+	if t == nil {
+		return
+	}
+	if refused {
+		t.answered(sent, 0, false)
+		return
+	}
+	t.Lost(sent)
+}
+
+// Unsent records a slot at which no probe could leave (the name does not
+// resolve, the socket cannot be bound): not a network loss — no history,
+// no loss episode — but it counts towards down like one, as for
+// probed_target_up. Guards ignore it.
+func (t *Target) Unsent() {
+	if t == nil || t.guard {
+		return
+	}
+	t.down(time.Now(), false)
 }
 
 // Lost records a lost probe: sent is its send time.
@@ -178,14 +241,27 @@ func (t *Target) Lost(sent time.Time) {
 		return
 	}
 	t.hist.Lost(sent)
+	t.down(sent, true)
+}
+
+// down counts a probe towards down: lost (a network loss, also fed to the
+// loss episodes) or unsent.
+func (t *Target) down(sent time.Time, lost bool) {
 	var evs [2]events.Event
 	n := 0
 	t.mu.Lock()
+	if t.gone {
+		t.mu.Unlock()
+		return
+	}
 	if t.lostRun == 0 {
 		t.runStart = sent
 	}
 	t.lostRun++
-	if t.lostRun >= t.downAfter && t.up != 0 {
+	if !lost {
+		t.unsentRun++
+	}
+	if t.lostRun >= int(t.w.downAfter.Load()) && t.up != 0 {
 		// Down since the first loss of the run. A guard going silent is
 		// the end of a violation (and nothing at its start: silence is
 		// what a guard should do).
@@ -193,13 +269,16 @@ func (t *Target) Lost(sent time.Time) {
 		case t.guard && t.up == 1:
 			evs[n] = events.NewSegmentationRestored(t.runStart, t.l)
 			n++
+		case !t.guard && t.unsentRun > 0:
+			evs[n] = events.NewTargetDownUnsent(t.runStart, t.l, t.lostRun, t.unsentRun)
+			n++
 		case !t.guard:
 			evs[n] = events.NewTargetDown(t.runStart, t.l, t.lostRun)
 			n++
 		}
 		t.up, t.downSince, t.changed = 0, t.runStart, t.runStart
 	}
-	if !t.guard {
+	if !t.guard && lost {
 		if ev, ok := t.loss.Add(sent, true); ok {
 			evs[n] = events.NewLossStarted(ev.Start, t.l, ev.WindowLost, ev.Window)
 			n++

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -240,4 +242,80 @@ func TestMemoryPerTarget(t *testing.T) {
 		}
 		runtime.KeepAlive(ts)
 	}
+}
+
+// The exporter's rules, verdict for verdict: a TCP reset is an answer
+// without an RTT (up, not lost, nothing in the history's RTTs), a slot at
+// which no probe left counts towards down but is no loss episode, a guard
+// that gets a reset violates, down_after changes apply at once, and a
+// removed target stays silent.
+func TestRecorderRules(t *testing.T) {
+	w, j, h := setup(t)
+	tcp := events.Probe("us-east", "ap-tokyo", "10.77.5.1", "sitelink", "prod", "tcp", "443")
+	tg := w.Add(tcp, false)
+	for i := range 30 {
+		tg.Failed(at(i), true)
+	}
+	if up, _ := tg.State(); up == nil || !*up {
+		t.Fatalf("refused: up %v, want up", up)
+	}
+	key := history.Key{SourceSite: "us-east", TargetSite: "ap-tokyo", Target: "10.77.5.1", Path: "sitelink", Segment: "prod", Protocol: "tcp", Port: "443"}
+	if _, ok := h.Get(key).Latest(at(30)); ok {
+		t.Error("refused probes gave the history an RTT")
+	}
+	// Unsent slots: down after down_after (3), no loss episode.
+	for range 3 {
+		tg.Unsent()
+	}
+	if up, _ := tg.State(); up == nil || *up {
+		t.Fatalf("after 3 unsent slots: up %v, want down", up)
+	}
+	evs := all(t, j)
+	if len(evs) != 1 || evs[0].Kind != events.TargetDown || evs[0].Details["unsent"] != float64(3) ||
+		!strings.Contains(evs[0].Summary, "3 of them not sent") {
+		t.Fatalf("events %v, want one target_down saying the probes were not sent, and no loss episode", evs)
+	}
+	tg.Failed(time.Now(), true)
+	if evs := all(t, j); len(evs) != 2 || evs[1].Kind != events.TargetUp {
+		t.Fatalf("a reset after down: %v, want target_up", evs)
+	}
+
+	// down_after 5 applies to an existing target at once.
+	w.SetDownAfter(5)
+	for i := range 4 {
+		tg.Failed(at(50+i), false)
+	}
+	if up, _ := tg.State(); up == nil || !*up {
+		t.Fatal("down after 4 losses with down_after 5")
+	}
+	tg.Failed(at(54), false)
+	if up, _ := tg.State(); up == nil || *up {
+		t.Fatal("not down after 5 losses with down_after 5")
+	}
+
+	// A guard answering with a reset violates.
+	g := w.Add(events.Probe("us-east", "ap-tokyo", "10.77.5.9", "sitelink", "dev", "tcp", "22"), true)
+	g.Failed(at(60), true)
+	if !slices.ContainsFunc(all(t, j), func(e events.Event) bool {
+		return e.Kind == events.SegmentationViolation && e.Labels.Target == "10.77.5.9"
+	}) {
+		t.Errorf("guard reset: no segmentation_violation in %v", all(t, j))
+	}
+	g.Unsent() // no effect on a guard
+
+	// Removed: silent.
+	n := len(all(t, j))
+	w.Remove(tg)
+	for i := range 10 {
+		tg.Answered(at(70+i), 70*time.Millisecond)
+	}
+	if got := len(all(t, j)); got != n {
+		t.Errorf("a removed target emitted %d events", got-n)
+	}
+	var nilW *Watcher
+	if nilW.Add(tcp, false) != nil {
+		t.Error("a nil Watcher made a target")
+	}
+	nilW.Remove(tg)
+	nilW.SetDownAfter(2)
 }

@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/probed/probed/config"
 	"github.com/probed/probed/internal/awstest"
 	"github.com/probed/probed/internal/netlab"
 )
@@ -60,7 +64,7 @@ func runDemo(ctx context.Context, control string, f demoFlags) error {
 	if err != nil {
 		return err
 	}
-	defer lab.Close()
+	defer func() { _ = lab.Close() }()
 	go func() {
 		if err := lab.ServeControl(ctx, control); err != nil {
 			fmt.Fprintln(os.Stderr, "netlab: control socket:", err)
@@ -74,7 +78,7 @@ func runDemo(ctx context.Context, control string, f demoFlags) error {
 		if err != nil {
 			return err
 		}
-		defer srv.Close()
+		defer func() { _ = srv.Close() }()
 		awsURL, agentEnv = url, env
 		if mesh, err = withAWSSection(mesh, tmp); err != nil {
 			return err
@@ -94,30 +98,38 @@ func runDemo(ctx context.Context, control string, f demoFlags) error {
 	}()
 	type agentInfo struct{ site, url, log string }
 	var agents []agentInfo
+	agentAddr := agentAddrs(mesh)
 	for i, s := range lab.Sites() {
 		addr, ok := s.Addr(netlab.PathSiteLink, false)
 		if !ok {
 			return fmt.Errorf("site %s has no sitelink IPv4 address", s.Name())
 		}
-		listen := fmt.Sprintf("%s:%d", addr, agentPort)
+		// The agents listen on their sites[].agent address when the lab
+		// has it, so each console reaches its peers for the whole mesh.
+		host := addr.String()
+		if a, ok := agentAddr[s.Name()]; ok && slices.ContainsFunc(s.Addrs(), func(x netlab.Addr) bool { return x.Addr.String() == a }) {
+			host = a
+		}
+		listen := net.JoinHostPort(host, strconv.Itoa(agentPort))
 		logFile := filepath.Join(tmp, s.Name()+".log")
 		lf, err := os.Create(logFile)
 		if err != nil {
 			return err
 		}
 		defer lf.Close()
-		cmd := s.Command(context.WithoutCancel(ctx), bin, "--config.file="+mesh, "--site="+s.Name(), "--web.listen-address="+listen)
+		cmd := s.Command(context.WithoutCancel(ctx), bin, "--config.file="+mesh, "--site="+s.Name(), "--web.listen-address="+listen,
+			"--storage.path="+filepath.Join(tmp, s.Name()))
 		cmd.Stdout, cmd.Stderr = lf, lf
 		cmd.Env = append(os.Environ(), agentEnv...)
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("starting probed in %s: %w", s.Name(), err)
 		}
 		procs = append(procs, cmd)
-		host := fmt.Sprintf("127.0.0.1:%d", f.basePort+i+1)
-		if _, err := s.Forward(ctx, host, listen); err != nil {
+		fwd := fmt.Sprintf("127.0.0.1:%d", f.basePort+i+1)
+		if _, err := s.Forward(ctx, fwd, listen); err != nil {
 			return err
 		}
-		agents = append(agents, agentInfo{s.Name(), "http://" + host + "/metrics", logFile})
+		agents = append(agents, agentInfo{s.Name(), "http://" + fwd + "/", logFile})
 	}
 
 	var promURL string
@@ -132,7 +144,7 @@ func runDemo(ctx context.Context, control string, f demoFlags) error {
 
 	fmt.Println()
 	printSites(lab)
-	fmt.Println("\nagents (one probed per site, scrape from the host):")
+	fmt.Println("\nagents (one probed per site; each console shows the whole mesh, /metrics beside it):")
 	for _, a := range agents {
 		fmt.Printf("  %-13s %s   log: %s\n", a.site, a.url, a.log)
 	}
@@ -145,7 +157,11 @@ func runDemo(ctx context.Context, control string, f demoFlags) error {
 		fmt.Printf("AWS test server: %s  (state changes: POST %s/_awstest/bgp?vif=...&peer=...&status=down)\n", awsURL, awsURL)
 	}
 	fmt.Printf("\nchange the network:  go run ./cmd/netlab set --from us-east --to eu-frankfurt --path sitelink --delay 80ms --loss 1%%\n")
+	fmt.Println("                     (the console's timeline shows the latency shift a couple of minutes later, the matrix at once)")
 	fmt.Printf("look inside a site:  ip netns exec %s ping 10.77.7.1\n", lab.Site("us-east").NetNS())
+	if len(agents) > 0 {
+		fmt.Printf("\n>>> open the console: %s <<<\n", agents[0].url)
+	}
 	fmt.Println("\nCtrl-C stops everything and removes the namespaces.")
 	<-ctx.Done()
 	fmt.Println("\nstopping ...")
@@ -164,12 +180,12 @@ func startAWS(ctx context.Context, lab *netlab.Lab, hostListen string) (*awstest
 	for _, s := range lab.Sites() {
 		ln, err := s.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", awsNSPort))
 		if err != nil {
-			srv.Close()
+			_ = srv.Close()
 			return nil, "", nil, fmt.Errorf("AWS test server in %s: %w", s.Name(), err)
 		}
 		hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = hs.Serve(ln) }()
-		go func() { <-ctx.Done(); hs.Close() }()
+		go func() { <-ctx.Done(); _ = hs.Close() }()
 	}
 	env := []string{
 		fmt.Sprintf("AWS_ENDPOINT_URL=http://127.0.0.1:%d", awsNSPort),
@@ -241,4 +257,20 @@ func startPrometheus(bin, dir, listen string, basePort int, lab *netlab.Lab) (*e
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 	return nil, errors.New("prometheus did not become ready in 10 s: see " + logf.Name())
+}
+
+// agentAddrs reads sites[].agent from the mesh file (nothing if it does
+// not load: the agents will say why).
+func agentAddrs(mesh string) map[string]string {
+	out := map[string]string{}
+	cfg, err := config.Load(mesh)
+	if err != nil {
+		return out
+	}
+	for _, s := range cfg.Sites {
+		if s.Agent != "" {
+			out[s.Name] = s.Agent
+		}
+	}
+	return out
 }

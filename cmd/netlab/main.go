@@ -139,7 +139,7 @@ func runUp(ctx context.Context, control, sites, prefix string) error {
 	if err != nil {
 		return err
 	}
-	defer lab.Close()
+	defer func() { _ = lab.Close() }()
 	errc := make(chan error, 1)
 	go func() { errc <- lab.ServeControl(ctx, control) }()
 	printSites(lab)
@@ -164,7 +164,7 @@ func printSites(lab *netlab.Lab) {
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\n", s.Name(), s.NetNS(), strings.Join(as, " "))
 	}
-	w.Flush()
+	_ = w.Flush() // stdout
 }
 
 type setFlags struct {

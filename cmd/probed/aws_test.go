@@ -11,33 +11,10 @@ import (
 	"github.com/probed/probed/internal/awstest"
 )
 
-const twoSiteMesh = `site: us-east
-sites:
-  - name: us-east
-    region: us-east-1
-    location: EqDC2
-    targets:
-      - address: 10.78.1.1
-        path: mpls
-  - name: us-central
-    region: us-east-2
-    location: EqDA2
-    targets:
-      - address: 10.78.2.1
-        path: mpls
-      - address: 10.77.2.1
-        path: sitelink
-        segment: prod
-aws:
-  dx_gateway_ids: [5f294f92-bafb-4011-916d-9b0b7e1a0001]
-  discovery:
-    enabled: true
-`
-
 func TestCheckConfigListsDiscoveredTargets(t *testing.T) {
 	awstest.Env(t)
 	file := filepath.Join(t.TempDir(), "mesh.yaml")
-	if err := os.WriteFile(file, []byte(twoSiteMesh), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(awstest.TwoSiteMesh), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer

@@ -215,6 +215,9 @@ func startAgent(t *testing.T, bin, mesh string) *agentProcess {
 	t.Helper()
 	a := &agentProcess{addr: freePort(t), failed: make(chan struct{}, 16)}
 	args := []string{"run", "--config.file=" + mesh, "--web.listen-address=" + a.addr, "--log.format=json"}
+	if help, _ := exec.Command(bin, "run", "--help").CombinedOutput(); bytes.Contains(help, []byte("storage.path")) {
+		args = append(args, "--storage.path="+t.TempDir())
+	}
 	// --web.enable-lifecycle gates POST /-/reload (as in Prometheus); pass
 	// it when this build has it.
 	if help, _ := exec.Command(bin, "run", "--help").CombinedOutput(); bytes.Contains(help, []byte("web.enable-lifecycle")) {

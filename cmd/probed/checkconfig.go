@@ -58,7 +58,7 @@ func printPlan(w io.Writer, file string, plan *config.Plan, verbose bool) {
 	for _, k := range s.Kinds() {
 		fmt.Fprintf(tw, "  %s\t%d\t%.2f\n", k, s.ByKind[k], s.PacketsPerS[k])
 	}
-	tw.Flush()
+	_ = tw.Flush() // to w, whose errors are the caller's
 	fmt.Fprintln(w, "  (tcp: SYN, ACK and RST per probe; trace: about 18 TTLs × probes_per_hop per round; mtu: up to 14 sizes × (1+retries) per search)")
 	if s.TraceCapped {
 		fmt.Fprintf(w, "  trace rounds would send more than trace.pps allows: capped at %d packets/s, rounds take longer\n", plan.TracePPS)
@@ -104,7 +104,7 @@ func printPlan(w io.Writer, file string, plan *config.Plan, verbose bool) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.TargetSite, p.Target, p.Kind, p.Protocol, p.PortLabel(),
 			p.Path, p.Segment, p.Interval, p.Timeout, origin)
 	}
-	tw.Flush()
+	_ = tw.Flush() // to w, whose errors are the caller's
 }
 
 // flowMembers are the ECMP/LAG widths check-config shows coverage for: the
@@ -157,7 +157,7 @@ func printFlows(w io.Writer, plan *config.Plan) {
 		fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%s\t%.0f\t~%d\n", r.flows, r.interval, jobs[r], c.FlowInterval, win, c.ProbesPerFlow,
 			r.flows*min(18, traceMax)*tracePer)
 	}
-	tw.Flush()
+	_ = tw.Flush()
 	fmt.Fprintln(w, "  (member-path traces: every flow once at start, hourly, and when loss concentrates, within trace.pps)")
 	cost := func(r row, m int) ecmp.Cost {
 		return ecmp.CostOf(r.flows, m, r.interval, exporter.FlowWindowFor(r.flows, r.interval), ecmp.DefaultOptions())
@@ -177,7 +177,7 @@ func printFlows(w io.Writer, plan *config.Plan) {
 			}
 			fmt.Fprintln(tw, line)
 		}
-		tw.Flush()
+		_ = tw.Flush()
 	}
 	table("  coverage of a path of M members (the mesh file does not say M): chance that some member gets no flow (that one given member gets none)",
 		func(_ row, c ecmp.Cost) string { return prob(c.MissAny) + " (" + prob(c.MissOne) + ")" })

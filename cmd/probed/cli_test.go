@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -10,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/probed/probed/internal/testutil"
 )
 
 // TestMain lets the tests run the command itself in a child process: with
@@ -78,10 +82,10 @@ func TestExitStatuses(t *testing.T) {
 		msg  string
 	}{
 		{"bad flag", []string{"--no-such-flag"}, 2, "unknown long flag"},
-		{"bad web config", []string{"--config.file=" + mesh, "--web.listen-address=127.0.0.1:0", "--web.config.file=" + badWeb}, 2, badWeb},
-		{"missing web config", []string{"--config.file=" + mesh, "--web.listen-address=127.0.0.1:0", "--web.config.file=" + badWeb + ".nope"}, 2, badWeb + ".nope"},
-		{"busy port", []string{"--config.file=" + mesh, "--web.listen-address=" + busy.Addr().String()}, 1, "address already in use"},
-		{"missing mesh", []string{"--config.file=" + mesh + ".nope"}, 2, mesh + ".nope"},
+		{"bad web config", []string{"--config.file=" + mesh, "--storage.path=" + dir, "--web.listen-address=127.0.0.1:0", "--web.config.file=" + badWeb}, 2, badWeb},
+		{"missing web config", []string{"--config.file=" + mesh, "--storage.path=" + dir, "--web.listen-address=127.0.0.1:0", "--web.config.file=" + badWeb + ".nope"}, 2, badWeb + ".nope"},
+		{"busy port", []string{"--config.file=" + mesh, "--storage.path=" + dir, "--web.listen-address=" + busy.Addr().String()}, 1, "address already in use"},
+		{"missing mesh", []string{"--config.file=" + mesh + ".nope", "--storage.path=" + dir}, 2, mesh + ".nope"},
 	} {
 		cmd, _, errb := probed(t, c.args...)
 		code := exitCode(t, cmd)
@@ -140,6 +144,49 @@ func TestCheckConfigStopsOnSignals(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			cmd.Process.Kill()
 			t.Fatalf("check-config ignored %v", sig)
+		}
+	}
+}
+
+// With --log.format=json every line the agent writes is JSON: a TLS
+// handshake that fails (any client can cause one) included.
+func TestTLSErrorsAreLoggedAsJSON(t *testing.T) {
+	dir := t.TempDir()
+	_, cert, key := testutil.WritePKI(t, dir)
+	web := filepath.Join(dir, "web.yml")
+	os.WriteFile(web, []byte("tls_server_config:\n  cert_file: "+cert+"\n  key_file: "+key+"\n"), 0o600)
+	mesh := filepath.Join(dir, "mesh.yaml")
+	os.WriteFile(mesh, []byte("site: a\nsites:\n  - name: a\n    targets: []\n  - name: b\n    targets: [{address: 127.0.0.1, icmp: false, tcp_ports: [9]}]\n"), 0o644)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd, _, errb := probed(t, "--config.file="+mesh, "--web.listen-address="+addr, "--web.config.file="+web, "--log.format=json")
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var c net.Conn
+	deadline := time.Now().Add(20 * time.Second)
+	for c == nil {
+		if c, err = net.Dial("tcp", addr); err != nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("the agent never listened: %v", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	c.Write([]byte("GET /metrics HTTP/1.1\r\n\r\n")) // plain HTTP to a TLS port
+	io.ReadAll(c)
+	c.Close()
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	out := errb.String()
+	if !strings.Contains(out, "TLS handshake error") {
+		t.Fatalf("no TLS handshake error logged:\n%s", out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("not a JSON log line: %q", line)
 		}
 	}
 }

@@ -5,8 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -32,6 +36,11 @@ func newSLACommand(app *kingpin.Application) command {
 	c.Flag("query.chunk", "Span of one range query: smaller chunks mean smaller answers.").Default("24h").DurationVar(&f.chunk)
 	c.Flag("query.timeout", "Timeout of one query.").Default("2m").DurationVar(&f.timeout)
 	c.Flag("query.match", `Extra label matchers for the probe series, e.g. source_site="us-east".`).StringVar(&f.match)
+	c.Flag("events.url", "An agent whose event journal names the events in the breach windows, e.g. http://10.79.1.1:9447 (repeat for several).").StringsVar(&f.eventURLs)
+	c.Flag("events.from-config", "Read the events of every sites[].agent of --config.file (with --events.scheme and --events.port).").BoolVar(&f.eventsFromConfig)
+	c.Flag("events.scheme", "Scheme of the agents for --events.from-config: http or https.").Default("http").StringVar(&f.eventScheme)
+	c.Flag("events.port", "Web port of the agents for --events.from-config.").Default("9447").IntVar(&f.eventPort)
+	c.Flag("events.http-config.file", "HTTP client settings for the agents, in Prometheus' http_config format (basic_auth, tls_config, …).").ExistingFileVar(&f.eventHTTPCfg)
 	return command{name: "sla", run: func(ctx context.Context) int {
 		return slaReport(ctx, os.Stdout, os.Stderr, f, time.Now())
 	}}
@@ -40,6 +49,12 @@ func newSLACommand(app *kingpin.Application) command {
 type slaFlags struct {
 	promURL, promCfg, month, from, to, cfgFile, format, output, match string
 	chunk, timeout                                                    time.Duration
+
+	eventURLs        []string
+	eventsFromConfig bool
+	eventScheme      string
+	eventPort        int
+	eventHTTPCfg     string
 }
 
 // slaReport builds and writes the report; the exit status is 2 for bad
@@ -57,12 +72,24 @@ func slaReport(ctx context.Context, stdout, stderr io.Writer, f *slaFlags, now t
 		return fail(exitConfig, "%v", err)
 	}
 	var objectives *config.SLAConfig
+	var cfg *config.Config
 	if f.cfgFile != "" {
-		cfg, err := config.Load(f.cfgFile)
-		if err != nil {
+		var err error
+		if cfg, err = config.Load(f.cfgFile); err != nil {
 			return fail(exitConfig, "%v", err)
 		}
 		objectives = &cfg.SLA
+	}
+	agents, err := f.eventAgents(cfg)
+	if err != nil {
+		return fail(exitConfig, "%v", err)
+	}
+	var eventsClient *http.Client
+	if len(agents) > 0 {
+		if eventsClient, err = sla.NewHTTPClient(f.eventHTTPCfg); err != nil {
+			return fail(exitConfig, "--events.http-config.file: %v", err)
+		}
+		eventsClient.Timeout = f.timeout
 	}
 	if f.format == "" {
 		f.format = "markdown"
@@ -79,6 +106,15 @@ func slaReport(ctx context.Context, stdout, stderr io.Writer, f *slaFlags, now t
 	rep, err := sla.Build(ctx, client, sla.Options{From: start, To: end, Chunk: f.chunk, Match: f.match, SLA: objectives, Now: now})
 	if err != nil {
 		return fail(1, "%v", err)
+	}
+	if len(agents) > 0 {
+		srcs, evs := sla.FetchEvents(ctx, eventsClient, agents, rep.From, rep.To)
+		for _, s := range srcs {
+			if s.Error != "" {
+				fmt.Fprintf(stderr, "probed sla: events of %s: %s (the report says so)\n", s.URL, s.Error)
+			}
+		}
+		sla.AttachEvents(rep, srcs, evs)
 	}
 	// Render fully before writing, so a failure never leaves half a file.
 	var buf bytes.Buffer
@@ -100,4 +136,40 @@ func slaReport(ctx context.Context, stdout, stderr io.Writer, f *slaFlags, now t
 		return fail(1, "writing the report: %v", err)
 	}
 	return 0
+}
+
+// eventAgents lists the agents whose journals the report reads: the
+// --events.url flags, and with --events.from-config every sites[].agent of
+// the mesh file.
+func (f *slaFlags) eventAgents(cfg *config.Config) ([]string, error) {
+	var out []string
+	for _, u := range f.eventURLs {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return nil, fmt.Errorf("--events.url=%q: want http:// or https:// and the agent's address, e.g. http://10.79.1.1:9447", u)
+		}
+		out = append(out, u)
+	}
+	if !f.eventsFromConfig {
+		return out, nil
+	}
+	if cfg == nil {
+		return nil, fmt.Errorf("--events.from-config needs --config.file (the mesh file with sites[].agent)")
+	}
+	if f.eventScheme != "http" && f.eventScheme != "https" {
+		return nil, fmt.Errorf("--events.scheme=%q: want http or https", f.eventScheme)
+	}
+	if f.eventPort < 1 || f.eventPort > 65535 {
+		return nil, fmt.Errorf("--events.port=%d: not a port", f.eventPort)
+	}
+	n := len(out)
+	for _, s := range cfg.Sites {
+		if s.Agent != "" {
+			out = append(out, f.eventScheme+"://"+net.JoinHostPort(s.Agent, strconv.Itoa(f.eventPort)))
+		}
+	}
+	if len(out) == n {
+		return nil, fmt.Errorf("--events.from-config: %s names no sites[].agent", f.cfgFile)
+	}
+	return out, nil
 }

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/probed/probed/events"
 	"github.com/probed/probed/sla/slatest"
 )
 
@@ -149,8 +151,29 @@ func TestSLACommandReport(t *testing.T) {
 	os.WriteFile(mesh, []byte("sites:\n  - {name: us-east, targets: [{address: 127.0.0.1}]}\n  - {name: ap-tokyo, targets: [{address: 127.0.0.2}]}\n"+
 		"sla:\n  objectives:\n    - {source: us-east, target: ap-tokyo, availability: 99, rtt_p95: 200ms}\n"), 0o644)
 
+	// us-east's journal: the outage's events, one outside the window and
+	// one of another pair; and an agent that does not answer.
+	j, err := events.Open(events.Options{Dir: filepath.Join(dir, "events"), Retention: 50 * 365 * 24 * time.Hour}) // an old month
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	tokyo := events.Probe("us-east", "ap-tokyo", "10.77.4.1", "sitelink", "prod", "icmp", "")
+	j.Emit(events.NewPathChanged(from.Add(59*time.Minute+30*time.Second), tokyo, []string{"10.90.4.1", "10.77.4.1"}, []string{"10.90.4.9", "10.77.4.1"}))
+	j.Emit(events.NewTargetDown(from.Add(time.Hour+time.Second), tokyo, 3))
+	j.Emit(events.NewTargetUp(from.Add(70*time.Minute), tokyo, 10*time.Minute))
+	j.Emit(events.NewTargetDown(from.Add(2*time.Hour), tokyo, 3))
+	j.Emit(events.NewTargetDown(from.Add(time.Hour+time.Second), events.Probe("us-east", "us-west", "10.77.3.1", "sitelink", "prod", "icmp", ""), 3))
+	jmux := http.NewServeMux()
+	j.Register(jmux)
+	agentSrv := httptest.NewServer(jmux)
+	defer agentSrv.Close()
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+
 	out := filepath.Join(dir, "report.json")
-	f := slaFlags{promURL: prom.URL, from: "2026-10-05", to: "2026-10-05T03:00", cfgFile: mesh, format: "json", output: out, chunk: time.Hour, timeout: time.Minute}
+	f := slaFlags{promURL: prom.URL, from: "2026-10-05", to: "2026-10-05T03:00", cfgFile: mesh, format: "json", output: out, chunk: time.Hour, timeout: time.Minute,
+		eventURLs: []string{agentSrv.URL, gone.URL}}
 	var stdout, stderr bytes.Buffer
 	reportTime := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	if code := slaReport(context.Background(), &stdout, &stderr, &f, reportTime); code != 0 {
@@ -173,8 +196,20 @@ func TestSLACommandReport(t *testing.T) {
 			Breaches []struct {
 				Start, End time.Time
 				Cause      string
+				Events     []struct {
+					Time    time.Time
+					Kind    string
+					Summary string
+					Agent   string
+				}
 			} `json:"breaches"`
 		} `json:"pairs"`
+		Notes        []string
+		EventSources []struct {
+			URL    string
+			Events int
+			Error  string
+		} `json:"event_sources"`
 	}
 	data, err := os.ReadFile(out)
 	if err != nil {
@@ -192,6 +227,44 @@ func TestSLACommandReport(t *testing.T) {
 		!p.Breaches[0].Start.Equal(from.Add(time.Hour)) || !p.Breaches[0].End.Equal(from.Add(70*time.Minute)) || p.Breaches[0].Cause != "unreachable" {
 		t.Errorf("report: %+v", p)
 	}
+
+	// The window names the pair's events inside it (from a minute before
+	// its start); the unreachable agent is a note, not a failure.
+	var kinds []string
+	if len(p.Breaches) == 1 {
+		for _, e := range p.Breaches[0].Events {
+			kinds = append(kinds, e.Kind)
+			if e.Agent != agentSrv.URL {
+				t.Errorf("event from %q", e.Agent)
+			}
+		}
+	}
+	if strings.Join(kinds, " ") != "path_changed target_down target_up" {
+		t.Errorf("breach events %v, want the path change, the outage's down and up", kinds)
+	}
+	if len(rep.EventSources) != 2 || rep.EventSources[0].Events != 5 || rep.EventSources[1].Error == "" ||
+		!strings.Contains(strings.Join(rep.Notes, "\n"), "Events of "+gone.URL+" could not be read") ||
+		!strings.Contains(stderr.String(), "events of "+gone.URL) {
+		t.Errorf("event sources %+v, notes %q, stderr %s", rep.EventSources, rep.Notes, stderr.String())
+	}
+	f.format, f.output = "markdown", ""
+	stdout.Reset()
+	if code := slaReport(context.Background(), &stdout, &stderr, &f, reportTime); code != 0 ||
+		!strings.Contains(stdout.String(), "- 2026-10-05 01:00 – 2026-10-05 01:10:\n  - 2026-10-05 00:59:30 `path_changed` us-east → ap-tokyo") {
+		t.Errorf("markdown: exit %d, breach events missing:\n%s", code, stdout.String())
+	}
+	if code := slaReport(context.Background(), &stdout, &stderr, &slaFlags{promURL: prom.URL, from: "2026-10-05", to: "2026-10-05T03:00",
+		eventsFromConfig: true, format: "json", chunk: time.Hour, timeout: time.Minute}, reportTime); code != exitConfig ||
+		!strings.Contains(stderr.String(), "--events.from-config needs --config.file") {
+		t.Errorf("--events.from-config without --config.file: exit %d %s", code, stderr.String())
+	}
+	stderr.Reset()
+	if code := slaReport(context.Background(), &stdout, &stderr, &slaFlags{promURL: prom.URL, from: "2026-10-05", to: "2026-10-05T03:00",
+		eventURLs: []string{"10.79.1.1:9447"}, format: "json", chunk: time.Hour, timeout: time.Minute}, reportTime); code != exitConfig ||
+		!strings.Contains(stderr.String(), `--events.url="10.79.1.1:9447": want http://`) {
+		t.Errorf("a bad --events.url: exit %d %s", code, stderr.String())
+	}
+	f.eventURLs = nil
 
 	f.format, f.output = "html", ""
 	stdout.Reset()

@@ -115,6 +115,7 @@ function ago(t) {
 }
 
 function kindClass(kind) {
+  if (kind === 'agent_started') return 'change';
   if (/down|started|failed|violation|remarked|blackhole_started|shift/.test(kind)) return 'bad';
   if (/up$|ended|recovered|restored/.test(kind)) return 'good';
   return 'change';

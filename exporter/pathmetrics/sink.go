@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/probed/probed/config"
+	"github.com/probed/probed/events"
 	"github.com/probed/probed/exporter"
 	"github.com/probed/probed/probe"
 	"github.com/probed/probed/probe/pmtu"
@@ -20,8 +21,9 @@ import (
 // (probed_path_errors_total), so a job that cannot run is visible per
 // target. Register it as a collector beside the Set.
 type Sink struct {
-	set *Set
-	log *zap.Logger
+	set  *Set
+	log  *zap.Logger
+	emit func(events.Event) // path_changed, mtu_* events; nil: none
 
 	mu   sync.Mutex
 	errs map[errKey]uint64
@@ -40,6 +42,17 @@ func NewSink(set *Set, log *zap.Logger) *Sink {
 }
 
 var _ probe.PathSink = (*Sink)(nil)
+
+// SetEmit sends the path facts to emit (the event journal): path_changed
+// when ObserveTrace counts a change, mtu_changed, mtu_blackhole_started and
+// mtu_blackhole_ended from successive MTU searches. Call it before the
+// engine runs.
+func (s *Sink) SetEmit(emit func(events.Event)) { s.emit = emit }
+
+func eventLabels(s *config.ProbeSpec) events.Labels {
+	v := s.LabelValues()
+	return events.Probe(v[0], v[1], v[2], v[3], v[4], v[5], v[6])
+}
 
 // LabelsOf is a job's probe labels.
 func LabelsOf(s *config.ProbeSpec) Labels {
@@ -61,12 +74,45 @@ func (s *Sink) ObserveTrace(spec *config.ProbeSpec, p *trace.Path) {
 	if ch, changed := s.set.ObserveTrace(spec.ProbeKey(), LabelsOf(spec), obs); changed {
 		s.log.Info("path changed", zap.String("target_site", spec.TargetSite), zap.String("target", spec.Target),
 			zap.String("path", spec.Path), zap.String("segment", spec.Segment), zap.Strings("old", ch.Old), zap.Strings("new", ch.New))
+		if s.emit != nil {
+			s.emit(events.NewPathChanged(p.Start, eventLabels(spec), ch.Old, ch.New))
+		}
 	}
 }
 
-// ObserveMTU implements probe.PathSink.
+// ObserveMTU implements probe.PathSink. The first search of a target is
+// its starting state (no event), unless it finds a black hole: that is news.
 func (s *Sink) ObserveMTU(spec *config.ProbeSpec, r pmtu.Result) {
-	s.set.ObserveMTU(spec.ProbeKey(), LabelsOf(spec), r.MTU, r.Blackhole, time.Now())
+	now := time.Now()
+	key := spec.ProbeKey()
+	oldMTU, oldBH, had := s.set.mtuOf(key)
+	s.set.ObserveMTU(key, LabelsOf(spec), r.MTU, r.Blackhole, now)
+	if s.emit == nil {
+		return
+	}
+	l := eventLabels(spec)
+	switch {
+	case r.Blackhole && (!had || !oldBH):
+		// The search fits the MTU exactly: the smallest size that
+		// vanished is one byte more.
+		s.emit(events.NewMTUBlackholeStarted(now, l, r.MTU+1))
+	case !r.Blackhole && had && oldBH:
+		s.emit(events.NewMTUBlackholeEnded(now, l, r.MTU))
+	}
+	if had && oldMTU != r.MTU {
+		s.emit(events.NewMTUChanged(now, l, oldMTU, r.MTU))
+	}
+}
+
+// mtuOf is the target's last MTU result, if any.
+func (s *Set) mtuOf(key string) (mtu int, blackhole, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.targets[key]
+	if t == nil || !t.haveMTU {
+		return 0, false, false
+	}
+	return t.mtu, t.blackhole, true
 }
 
 // Failed implements probe.PathSink.

@@ -9,7 +9,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/probed/probed/changepoint"
 	"github.com/probed/probed/config"
+	"github.com/probed/probed/events"
 	"github.com/probed/probed/exporter"
 	"github.com/probed/probed/probe/stamp"
 )
@@ -31,7 +33,16 @@ type Metrics struct {
 	owd, pdv, remarked     *prometheus.GaugeVec
 	unattributed, synced   *prometheus.GaugeVec
 	stateless              *prometheus.GaugeVec
+
+	// emit receives dscp_remarked / dscp_restored and stamp_loss_started
+	// (nil: no events); see SetEmit.
+	emit func(events.Event)
 }
+
+// SetEmit sends the STAMP facts to emit (the event journal): DSCP re-marked
+// and restored per direction, and the onset of loss per direction. Call it
+// before sessions start.
+func (m *Metrics) SetEmit(emit func(events.Event)) { m.emit = emit }
 
 // New registers the sender-side STAMP metrics on reg.
 func New(reg prometheus.Registerer) *Metrics {
@@ -116,6 +127,11 @@ func (m *Metrics) Session(spec *config.ProbeSpec) *Session {
 		owdRevLV:     dir(Reverse),
 		errs:         map[string]prometheus.Counter{},
 	}
+	if m.emit != nil {
+		s.ev = &sessionEvents{emit: m.emit, l: events.Probe(lv[0], lv[1], lv[2], lv[3], lv[4], lv[5], lv[6]),
+			lossFwd: changepoint.NewLoss(changepoint.DefaultLossParams()),
+			lossRev: changepoint.NewLoss(changepoint.DefaultLossParams())}
+	}
 	return s
 }
 
@@ -162,6 +178,8 @@ type Session struct {
 
 	mu   sync.Mutex
 	errs map[string]prometheus.Counter
+
+	ev *sessionEvents // nil without SetEmit
 }
 
 var _ stamp.Observer = (*Session)(nil)
@@ -196,6 +214,7 @@ func (s *Session) Reply(r *stamp.Reply) {
 		}
 		s.synced.Set(0)
 	}
+	s.ev.reply(r)
 	if r.HasForwardDSCP {
 		if s.remFwd == nil {
 			s.remFwd = s.m.remarked.WithLabelValues(s.owdFwdLV...)
@@ -221,6 +240,7 @@ func b2f(b bool) float64 {
 func (s *Session) Lost(forward, reverse int) {
 	s.lostFwd.Add(float64(forward))
 	s.lostRev.Add(float64(reverse))
+	s.ev.lost(forward, reverse)
 }
 
 // LostUnknownDirection implements stamp.Observer.

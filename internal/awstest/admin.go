@@ -20,7 +20,7 @@ func (s *Server) admin(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if r.URL.Path == "/_awstest/requests" {
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(s.RequestCounts())
+		_ = json.NewEncoder(w).Encode(s.RequestCounts())
 		return
 	}
 	if r.Method != http.MethodPost {

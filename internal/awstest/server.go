@@ -133,7 +133,7 @@ func (s *Server) Start(addr string) (string, error) {
 	}
 	s.ln = ln
 	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
-	go s.srv.Serve(ln)
+	go func() { _ = s.srv.Serve(ln) }() // ends with ErrServerClosed at Close
 	return "http://" + ln.Addr().String(), nil
 }
 
@@ -457,7 +457,7 @@ func (s *Server) injectFault(c *call, f Fault) {
 		}
 		c.w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 		c.w.WriteHeader(http.StatusOK)
-		io.WriteString(c.w, `{"connections": [{"connectionId": "dxcon-`)
+		_, _ = io.WriteString(c.w, `{"connections": [{"connectionId": "dxcon-`)
 	case FaultCutBody:
 		ctype, part := "application/x-amz-json-1.1", []byte(`{"connections": [{"connectionId": "dxcon-`)
 		switch c.service {
@@ -471,7 +471,7 @@ func (s *Server) injectFault(c *call, f Fault) {
 		c.w.Header().Set("Content-Length", "4096")
 		c.w.WriteHeader(http.StatusOK)
 		c.w.Write(part)
-		http.NewResponseController(c.w).Flush()
+		_ = http.NewResponseController(c.w).Flush()
 		// The server closes the connection without finishing the body.
 		panic(http.ErrAbortHandler)
 	case FaultSlow:

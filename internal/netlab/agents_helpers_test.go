@@ -127,7 +127,8 @@ func startAgents(t testing.TB, lab *Lab, mesh string) map[string]*agent {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		cmd := s.Command(ctx, bin, "--config.file="+mesh, "--site="+s.Name(), "--web.listen-address="+listen, "--log.level=warn")
+		cmd := s.Command(ctx, bin, "--config.file="+mesh, "--site="+s.Name(), "--web.listen-address="+listen, "--log.level=warn",
+			"--storage.path="+filepath.Join(logDir, s.Name()))
 		cmd.Stdout, cmd.Stderr = lf, lf
 		cmd.WaitDelay = 5 * time.Second
 		if err := cmd.Start(); err != nil {
@@ -194,7 +195,7 @@ func parseText(r io.Reader) ([]sample, error) {
 // parseLine reads one sample line.
 func parseLine(line string) (sample, error) {
 	s := sample{labels: map[string]string{}}
-	rest := line
+	var rest string
 	if i := strings.IndexByte(line, '{'); i >= 0 {
 		s.name = line[:i]
 		j := strings.LastIndexByte(line, '}')
@@ -310,8 +311,6 @@ func waitAgents(t testing.TB, agents map[string]*agent, timeout time.Duration, w
 }
 
 func ms(d float64) string { return strconv.FormatFloat(d*1000, 'f', 3, 64) }
-
-func absf(x float64) float64 { return math.Abs(x) }
 
 // rttSamples recovers (nearly) individual RTTs from probed's histogram:
 // scraping each agent (one goroutine per agent) twice per probe interval,

@@ -327,7 +327,7 @@ func (l *Lab) ServeControl(ctx context.Context, socket string) error {
 	srv := &http.Server{Handler: l.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
-		srv.Close()
+		_ = srv.Close()
 	}()
 	err = srv.Serve(ln)
 	_ = os.Remove(socket)

@@ -75,6 +75,9 @@ func benchForward(b *testing.B, p PathParams) {
 		if i%4096 == 4095 {
 			b.StopTimer()
 			q.mu.Lock()
+			for _, qp := range q.h {
+				pktFree(qp.b) // as the output thread does once it wrote them
+			}
 			q.h = q.h[:0]
 			q.mu.Unlock()
 			b.StartTimer()

@@ -80,7 +80,7 @@ func forwardDigest(t *testing.T, members []MemberParams) string {
 func popAll(q *outQueue) []queuedPacket {
 	ps := append([]queuedPacket(nil), q.h...)
 	// Smallest (due, seq) first, as the output thread writes them.
-	sort.Slice(ps, func(i, j int) bool { return pktHeap(ps).Less(i, j) })
+	sort.Slice(ps, func(i, j int) bool { return pktHeap(ps).less(i, j) })
 	q.h = q.h[:0]
 	return ps
 }

@@ -130,7 +130,7 @@ func Start(ctx context.Context, topo Topology) (_ *Lab, err error) {
 	}
 	defer func() {
 		if err != nil {
-			l.Close()
+			_ = l.Close()
 		}
 	}()
 	seed := topo.Seed
@@ -160,7 +160,7 @@ func Start(ctx context.Context, topo Topology) (_ *Lab, err error) {
 	go func() {
 		select {
 		case <-ctx.Done():
-			l.Close()
+			_ = l.Close()
 		case <-l.done:
 		}
 	}()
@@ -577,7 +577,7 @@ func (l *Lab) forward(s *siteRT, rng *rand.Rand, pkt []byte, now int64) {
 		s.out.push(answerAt(1), msg)
 		return
 	}
-	b := append([]byte(nil), pkt...)
+	b := pktCopy(pkt)
 	if nhops > 0 {
 		setTTL(b, &h, h.ttl-nhops)
 	}

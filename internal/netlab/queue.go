@@ -1,7 +1,6 @@
 package netlab
 
 import (
-	"container/heap"
 	"fmt"
 	"runtime"
 	"sync"
@@ -51,23 +50,87 @@ type queuedPacket struct {
 	b   []byte
 }
 
+// pktHeap is a min-heap of packets by due time (then arrival order),
+// typed so that pushing and popping allocate nothing.
 type pktHeap []queuedPacket
 
-func (h pktHeap) Len() int { return len(h) }
-func (h pktHeap) Less(i, j int) bool {
+func (h pktHeap) less(i, j int) bool {
 	if h[i].due != h[j].due {
 		return h[i].due < h[j].due
 	}
 	return h[i].seq < h[j].seq
 }
-func (h pktHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *pktHeap) Push(x any)   { *h = append(*h, x.(queuedPacket)) }
-func (h *pktHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	old[len(old)-1] = queuedPacket{}
-	*h = old[:len(old)-1]
-	return x
+
+func (h *pktHeap) push(p queuedPacket) {
+	*h = append(*h, p)
+	s := *h
+	for i := len(s) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !s.less(i, parent) {
+			break
+		}
+		s[i], s[parent] = s[parent], s[i]
+		i = parent
+	}
+}
+
+func (h *pktHeap) pop() queuedPacket {
+	s := *h
+	top := s[0]
+	n := len(s) - 1
+	s[0] = s[n]
+	s[n] = queuedPacket{}
+	s = s[:n]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < n && s.less(l, m) {
+			m = l
+		}
+		if r < n && s.less(r, m) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		s[i], s[m] = s[m], s[i]
+		i = m
+	}
+	*h = s
+	return top
+}
+
+// Packet buffers are reused: the emulator's threads run at real-time
+// priority, and a thread that allocates may be made to assist the garbage
+// collector of the process (a test's, in the in-process lab) and deliver
+// late. Two size classes cover ordinary and jumbo frames; larger packets
+// (up to 64 KiB) are allocated.
+var (
+	smallPkts = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+	jumboPkts = sync.Pool{New: func() any { b := make([]byte, 0, 9216+128); return &b }}
+)
+
+// pktCopy returns a pooled copy of pkt.
+func pktCopy(pkt []byte) []byte {
+	var bp *[]byte
+	switch {
+	case len(pkt) <= 2048:
+		bp = smallPkts.Get().(*[]byte)
+	case len(pkt) <= 9216+128:
+		bp = jumboPkts.Get().(*[]byte)
+	default:
+		return append([]byte(nil), pkt...)
+	}
+	return append((*bp)[:0], pkt...)
+}
+
+// pktFree returns b to its pool once it is written out.
+func pktFree(b []byte) {
+	switch cap(b) {
+	case 2048:
+		smallPkts.Put(&b)
+	case 9216 + 128:
+		jumboPkts.Put(&b)
+	}
 }
 
 func newOutQueue(tun int, c *clock, errs *errHistogram) (*outQueue, error) {
@@ -86,7 +149,7 @@ func (q *outQueue) push(due int64, b []byte) {
 		return
 	}
 	q.seq++
-	heap.Push(&q.h, queuedPacket{due: due, seq: q.seq, b: b})
+	q.h.push(queuedPacket{due: due, seq: q.seq, b: b})
 	if q.armedAt < 0 || due < q.armedAt {
 		q.arm(due)
 	}
@@ -124,7 +187,7 @@ func (q *outQueue) run() {
 		q.armedAt = -1
 		horizon := q.clock.now() + int64(wakeEarly)
 		for len(q.h) > 0 && q.h[0].due <= horizon {
-			batch = append(batch, heap.Pop(&q.h).(queuedPacket))
+			batch = append(batch, q.h.pop())
 		}
 		if len(q.h) > 0 {
 			q.arm(q.h[0].due)
@@ -140,6 +203,7 @@ func (q *outQueue) run() {
 				q.writeErrs.Add(1)
 			}
 			q.errs.record(now - p.due)
+			pktFree(p.b)
 			batch[i] = queuedPacket{}
 		}
 		batch = batch[:0]
@@ -174,12 +238,16 @@ func (c *clock) now() int64 { return int64(time.Since(c.epoch)) }
 
 // errHistogram records how late the emulator delivered packets against
 // their due time, in 1 µs buckets up to 10 ms (later ones land in the last
-// bucket). Lock-free: every output goroutine records into it.
+// bucket) and the exact maximum. Lock-free: every output goroutine records
+// into it.
 type errHistogram struct {
 	buckets [10001]atomic.Uint64
+	max     atomic.Int64 // ns
 }
 
 func (e *errHistogram) record(late int64) {
+	for m := e.max.Load(); late > m && !e.max.CompareAndSwap(m, late); m = e.max.Load() {
+	}
 	us := late / 1000
 	if us < 0 {
 		us = 0
@@ -218,12 +286,7 @@ func (e *errHistogram) snapshot() DelayError {
 		return 0
 	}
 	d.P50, d.P99 = q(0.50), q(0.99)
-	for i := len(counts) - 1; i >= 0; i-- {
-		if counts[i] > 0 {
-			d.Max = time.Duration(i+1) * time.Microsecond
-			break
-		}
-	}
+	d.Max = time.Duration(e.max.Load())
 	return d
 }
 
@@ -231,4 +294,5 @@ func (e *errHistogram) reset() {
 	for i := range e.buckets {
 		e.buckets[i].Store(0)
 	}
+	e.max.Store(0)
 }

@@ -160,7 +160,7 @@ func New() (*Prober, error) {
 		return nil, err
 	}
 	if _, err := p.socket(true); err != nil && !errors.Is(err, unix.EAFNOSUPPORT) {
-		p.Close()
+		_ = p.Close()
 		return nil, err
 	}
 	return p, nil

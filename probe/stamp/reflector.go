@@ -201,7 +201,7 @@ func (r *Reflector) Serve(ctx context.Context, conn *net.UDPConn) error {
 	untrack := r.track(conn)
 	stop := context.AfterFunc(ctx, func() {
 		untrack()
-		conn.Close()
+		_ = conn.Close()
 	})
 	defer func() {
 		if stop() {

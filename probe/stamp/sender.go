@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // SenderConfig configures one STAMP session towards one reflector.
@@ -228,7 +230,7 @@ func (s *Sender) Run(ctx context.Context) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	phase := time.Duration(rand.Int64N(int64(s.cfg.Interval)))
 	timer := time.NewTimer(phase)
 	defer timer.Stop()
@@ -470,6 +472,11 @@ func (s *Sender) advance(now time.Time, force bool) {
 			if !force && now.Sub(sl.t1) < s.cfg.Timeout {
 				return
 			}
+			if !force && s.repliesQueued() {
+				// Its reply may be among those the receive loop has not
+				// read yet (a loaded agent): decide after it has.
+				return
+			}
 			force = false
 			sl.state = slotLost
 			s.run++
@@ -538,4 +545,18 @@ func (w *minWindow) add(x time.Duration) time.Duration {
 		}
 	}
 	return w.min
+}
+
+// repliesQueued reports whether replies wait unread in the socket (SIOCINQ).
+func (s *Sender) repliesQueued() bool {
+	if s.conn == nil {
+		return false
+	}
+	rc, err := s.conn.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	_ = rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return n > 0
 }

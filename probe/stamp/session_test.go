@@ -86,13 +86,34 @@ func runSender(t *testing.T, ns *testutil.NetNS, cfg SenderConfig, n int) *recor
 	if err := ns.Do(func() error { return s.Open(context.Background()) }); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n)*cfg.Interval+cfg.Interval/2)
-	defer cancel()
-	if err := s.Run(ctx); err != nil {
+	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	// Packets still in flight at the end stay unresolved; everything sent
-	// earlier than the timeout is resolved.
+	// Exactly n packets, paced by the interval: a stalled test machine
+	// sends them later, never fewer. Then every packet gets its verdict:
+	// after the timeout, the unanswered ones are resolved as lost.
+	next := time.Now()
+	for i := 0; i < n; i++ {
+		s.Send()
+		next = next.Add(cfg.Interval)
+		time.Sleep(time.Until(next))
+	}
+	// Replies still coming in are waited for: until none came for a
+	// timeout and a half.
+	for last := -1; ; {
+		rec.mu.Lock()
+		got := rec.replies
+		rec.mu.Unlock()
+		if got >= n || got == last {
+			break
+		}
+		last = got
+		time.Sleep(cfg.Timeout * 3 / 2)
+	}
+	s.mu.Lock()
+	s.advance(time.Now().Add(cfg.Timeout), false)
+	s.mu.Unlock()
+	_ = s.Close()
 	return rec
 }
 

@@ -219,12 +219,12 @@ func New(pps int) (*Tracer, error) {
 		route6:    -1,
 	}
 	if err := t.ensure(false, ICMP); err != nil {
-		t.Close()
+		_ = t.Close()
 		return nil, err
 	}
 	if err := t.ensure(true, UDP); err != nil {
 		if !errors.Is(err, unix.EAFNOSUPPORT) {
-			t.Close()
+			_ = t.Close()
 			return nil, err
 		}
 	}

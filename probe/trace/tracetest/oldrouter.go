@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/probed/probed/internal/inet"
 	"github.com/probed/probed/internal/testutil"
 )
 
@@ -109,7 +110,7 @@ func (r *OldRouter) answer(pkt []byte) []byte {
 		m := make([]byte, 8+len(q))
 		m[0], m[1] = 3, 4
 		copy(m[8:], q)
-		binary.BigEndian.PutUint16(m[2:], ^fold(sum(0, m)))
+		binary.BigEndian.PutUint16(m[2:], inet.Checksum(m))
 		return ipv4(r.Router, src, 1, m)
 	}
 	if pkt[9] != 1 || len(pkt) < ihl+8 || pkt[ihl] != 8 {
@@ -118,7 +119,7 @@ func (r *OldRouter) answer(pkt []byte) []byte {
 	m := append([]byte(nil), pkt[ihl:]...)
 	m[0] = 0
 	m[2], m[3] = 0, 0
-	binary.BigEndian.PutUint16(m[2:], ^fold(sum(0, m)))
+	binary.BigEndian.PutUint16(m[2:], inet.Checksum(m))
 	return ipv4(r.Dst, src, 1, m)
 }
 
@@ -131,25 +132,7 @@ func ipv4(src, dst netip.Addr, proto byte, payload []byte) []byte {
 	s, d := src.As4(), dst.As4()
 	copy(b[12:], s[:])
 	copy(b[16:], d[:])
-	binary.BigEndian.PutUint16(b[10:], ^fold(sum(0, b[:20])))
+	binary.BigEndian.PutUint16(b[10:], inet.Checksum(b[:20]))
 	copy(b[20:], payload)
 	return b
-}
-
-func sum(s uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		s += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	return s
-}
-
-func fold(s uint32) uint16 {
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
 }
