@@ -4,8 +4,9 @@
 # same packet rate — with flows: 1, with flows: 16, and with flows: 16 and
 # trace.pps 1 (the flows' member-path traces, which run at start and take
 # trace.pps, left out: the per-flow accounting alone). Each run is measured
-# over SECONDS after a warm-up; the variants alternate ROUNDS times so a
-# change in the machine's load hits all of them alike.
+# over SECONDS after a warm-up; the variants alternate ROUNDS times, each
+# round starting with the next one, so a change in the machine's load hits
+# all of them alike.
 #
 # Needs root (raw ICMP sockets; the traces too). Only loopback addresses are
 # probed.
@@ -62,9 +63,11 @@ run() {
     'BEGIN{printf "%-16s %8.3f %10.1f %10.0f\n", n, d/hz/s, r/1024, p/s}' >> "$work/results"
 }
 
+variants=(flows1 flows16 flows16-notrace)
 for ((r = 0; r < rounds; r++)); do
-  for v in flows1 flows16 flows16-notrace; do
-    run "$v"
+  # Each round starts with another variant: no variant always runs first.
+  for ((i = 0; i < ${#variants[@]}; i++)); do
+    run "${variants[$(((r + i) % ${#variants[@]}))]}"
   done
 done
 echo "targets: $n at 1 probe/s each; CPU over ${secs}s after ${warm}s warm-up; $rounds rounds, alternating"
