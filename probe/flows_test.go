@@ -3,6 +3,8 @@ package probe
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -499,5 +501,63 @@ func TestMemberTraceAfterSilentHops(t *testing.T) {
 	ps := ecmp.GroupPaths(traces)
 	if len(ps.Paths) != 2 || !slices.Equal(ps.Paths[ps.PathOf(0)].Flows, []int{0, 1}) || !slices.Equal(ps.Paths[ps.PathOf(2)].Flows, []int{2, 3}) {
 		t.Errorf("member paths %+v", ps)
+	}
+}
+
+// A TCP flow whose source port another socket holds (here a listener on
+// it: EADDRINUSE) moves to its next derived port, says so to the
+// recorder, and its probes succeed; the other flows keep theirs. Real
+// sockets on loopback.
+func TestTCPFlowPortTaken(t *testing.T) {
+	srv, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		for {
+			c, err := srv.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := uint16(srv.Addr().(*net.TCPAddr).Port)
+	spec := config.ProbeSpec{Kind: config.KindTCP, Protocol: config.ProtoTCP, SourceSite: "a", TargetSite: "b", Target: "127.0.0.1",
+		Port: port, Path: "p", Segment: "s", Interval: 50 * time.Millisecond, Timeout: 90 * time.Millisecond, Flows: 2}
+	key := spec.Key()
+	held, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", tcpFlowPort(key, 0, 0)))
+	if err != nil {
+		t.Fatalf("holding flow 0's port: %v", err)
+	}
+	defer held.Close()
+
+	sink := &flowSink{recs: map[string]*flowRec{}}
+	e := New(Options{Log: zaptest.NewLogger(t), Sink: sink, Sockets: KernelSockets{}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if _, err := e.Update(&config.Plan{Site: "a", Probes: []config.ProbeSpec{spec}, LossWindow: 100, DownAfter: 3, ResolveInterval: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	moved := []uint16{tcpFlowPort(key, 0, 1), tcpFlowPort(key, 1, 0)}
+	waitFor(t, "the flow moved and 10 answered probes", func() bool {
+		r := sink.rec(key)
+		if r == nil {
+			return false
+		}
+		_, ids, _ := r.snapshot()
+		r.mu.Lock()
+		n := len(r.rtts)
+		r.mu.Unlock()
+		return len(ids) > 0 && slices.Equal(ids[len(ids)-1], moved) && n >= 10
+	})
+	r := sink.rec(key)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.unsent) != 0 || len(r.reasons) != 0 {
+		t.Errorf("unsent %v, failed %v: a held port cost probes", r.unsent, r.reasons)
 	}
 }
