@@ -301,7 +301,11 @@ func TestJobsFollowDNS(t *testing.T) {
 		return j.net.count(s.Kind.String(), b) >= at[s.Kind]+3
 	})
 	for _, s := range jobs[:2] {
-		if r := j.rec(s.Key()); r.resolveFails == 0 {
+		r := j.rec(s.Key())
+		r.mu.Lock()
+		fails := r.resolveFails
+		r.mu.Unlock()
+		if fails == 0 {
 			t.Errorf("%s: failed re-resolution not counted", s.Kind)
 		}
 	}
