@@ -5,6 +5,10 @@
 # descriptors and goroutines after each reload, RSS over time, and own
 # replies miscounted as foreign.
 #
+# RELOAD_EVERY=0 is the control: the same mesh, sampled every 10 seconds,
+# never reloaded, to tell the reloads' cost from the agent's warm-up (the
+# RTT histograms' buckets and the per-minute history fill in over time).
+#
 # The mesh has 1,000 loopback targets that stay, plus three groups of 100
 # on other socket keys (a source address, TOS 32, TOS 64). Every other
 # reload swaps the source group and the TOS-64 group for a TOS-96 group,
@@ -73,17 +77,21 @@ scrape
 echo "t(s)  mesh  fds  threads  goroutines  rss(MiB)  sent  lost(kept targets)  foreign"
 start=$(date +%s)
 which=A
-next=$((start + every))
+step=$every
+[ "$every" -eq 0 ] && step=10
+next=$((start + step))
 while :; do
   now=$(date +%s)
   el=$((now - start))
   [ "$el" -ge "$secs" ] && break
   scrape
   if [ "$now" -ge "$next" ]; then
-    if [ "$which" = A ]; then which=B; else which=A; fi
-    cp "$work/$which.yaml" "$work/mesh.yaml"
-    kill -HUP "$pid"
-    next=$((next + every))
+    if [ "$every" -gt 0 ]; then
+      if [ "$which" = A ]; then which=B; else which=A; fi
+      cp "$work/$which.yaml" "$work/mesh.yaml"
+      kill -HUP "$pid"
+    fi
+    next=$((next + step))
     sleep 1
     scrape
     lost=$(( $(metric 'probed_probes_lost_total{' 'target="127.1.') + $(metric 'probed_probes_lost_total{' 'target="127.3.') ))
@@ -96,7 +104,9 @@ done
 scrape
 lost=$(( $(metric 'probed_probes_lost_total{' 'target="127.1.') + $(metric 'probed_probes_lost_total{' 'target="127.3.') ))
 echo
-echo "reloads: $(( secs / every )), kept targets lost: $lost, foreign: $(metric 'probed_icmp_ignored_replies_total' 'foreign'), reload failures: $(grep -c 'reload failed' "$work/probed.log" || true)"
+reloads=0
+[ "$every" -gt 0 ] && reloads=$((secs / every))
+echo "reloads: $reloads, kept targets lost: $lost, foreign: $(metric 'probed_icmp_ignored_replies_total' 'foreign'), reload failures: $(grep -c 'reload failed' "$work/probed.log" || true)"
 # RSS growth from 30 s on, comparing samples taken right after reloads to
 # the same mesh (the two meshes hold different sockets).
 awk '{ if (!($1 in first)) first[$1] = $2; last[$1] = $2 }
