@@ -25,6 +25,7 @@ import (
 	"github.com/probed/probed/exporter/pathmetrics"
 	"github.com/probed/probed/exporter/stampmetrics"
 	"github.com/probed/probed/history"
+	"github.com/probed/probed/internal/jsonapi"
 	"github.com/probed/probed/probe"
 	"github.com/probed/probed/status"
 	"github.com/probed/probed/watch"
@@ -392,12 +393,12 @@ func (w *eventWiring) mount(mux *http.ServeMux, self status.Provider) {
 		w.journal.Register(mux)
 	} else {
 		unavailable := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-			rw.Header().Set("Content-Type", "application/json")
-			rw.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(rw, "{\"error\":%q}\n", "event journal unavailable: "+w.journalErr.Error())
+			if jsonapi.Get(rw, r) {
+				jsonapi.Error(rw, http.StatusServiceUnavailable, "event journal unavailable: "+w.journalErr.Error())
+			}
 		})
-		mux.Handle("GET "+events.PathEvents, unavailable)
-		mux.Handle("GET "+events.PathStream, unavailable)
+		mux.Handle(events.PathEvents, unavailable)
+		mux.Handle(events.PathStream, unavailable)
 	}
 	w.hist.Register(mux)
 	// The mesh exists once a config is loaded; its handlers are looked up
@@ -406,9 +407,9 @@ func (w *eventWiring) mount(mux *http.ServeMux, self status.Provider) {
 	mux.HandleFunc(status.PathMesh, func(rw http.ResponseWriter, r *http.Request) {
 		m := w.mesh.Load()
 		if m == nil {
-			rw.Header().Set("Content-Type", "application/json")
-			rw.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintln(rw, `{"error":"the configuration is not loaded yet"}`)
+			if jsonapi.Get(rw, r) {
+				jsonapi.Error(rw, http.StatusServiceUnavailable, "the configuration is not loaded yet")
+			}
 			return
 		}
 		m.Handler().ServeHTTP(rw, r)

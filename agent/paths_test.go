@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -55,9 +56,16 @@ func TestPathJobsReload(t *testing.T) {
 		t.Errorf("path series left:\n%s", out)
 	}
 
-	rec := httptest.NewRecorder()
-	a.mux.ServeHTTP(rec, httptest.NewRequest("POST", "/paths", nil))
-	if rec.Code != http.StatusMethodNotAllowed {
-		t.Errorf("POST /paths: %d", rec.Code)
+	// Every JSON endpoint refuses other methods the same way: 405, the
+	// methods it takes, and an error a client can parse.
+	for _, path := range []string{"/paths", "/api/v1/flows", "/api/v1/status", "/api/v1/mesh",
+		"/api/v1/history", "/api/v1/events", "/api/v1/events/stream"} {
+		rec := httptest.NewRecorder()
+		a.mux.ServeHTTP(rec, httptest.NewRequest("POST", path, nil))
+		var body struct{ Error string }
+		err := json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != "GET, HEAD" || err != nil || body.Error == "" {
+			t.Errorf("POST %s: %d, Allow %q, body %q", path, rec.Code, rec.Header().Get("Allow"), rec.Body)
+		}
 	}
 }

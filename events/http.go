@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/probed/probed/internal/jsonapi"
 	"go.uber.org/zap"
 )
 
@@ -20,8 +21,8 @@ const (
 
 // Register mounts GET /api/v1/events and GET /api/v1/events/stream on mux.
 func (j *Journal) Register(mux *http.ServeMux) {
-	mux.Handle("GET "+PathEvents, http.HandlerFunc(j.serveList))
-	mux.Handle("GET "+PathStream, http.HandlerFunc(j.serveStream))
+	mux.Handle(PathEvents, http.HandlerFunc(j.serveList))
+	mux.Handle(PathStream, http.HandlerFunc(j.serveStream))
 }
 
 // ListResponse is the body of GET /api/v1/events.
@@ -110,16 +111,13 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time, Unix seconds nor a duration like 6h", s)
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
-}
-
 func (j *Journal) serveList(w http.ResponseWriter, r *http.Request) {
+	if !jsonapi.Get(w, r) {
+		return
+	}
 	q, err := ParseQuery(r.URL.Query(), j.o.Now())
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		jsonapi.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	evs, err := j.Query(r.Context(), q)
@@ -128,7 +126,7 @@ func (j *Journal) serveList(w http.ResponseWriter, r *http.Request) {
 			return // the client went away
 		}
 		j.o.Logger.Error("events query failed", zap.Error(err))
-		writeError(w, http.StatusInternalServerError, err.Error())
+		jsonapi.Error(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	// Encoded through the plain API structs: Event's MarshalJSON would
@@ -155,22 +153,25 @@ const heartbeat = 15 * time.Second
 // keep up is disconnected (its EventSource reconnects) rather than slowing
 // down emitters.
 func (j *Journal) serveStream(w http.ResponseWriter, r *http.Request) {
+	if !jsonapi.Get(w, r) {
+		return
+	}
 	v := r.URL.Query()
 	for _, p := range []string{"since", "until", "limit", "related"} {
 		if v.Has(p) {
-			writeError(w, http.StatusBadRequest, p+": not supported on the stream (it sends new events; use "+PathEvents+" for the past)")
+			jsonapi.Error(w, http.StatusBadRequest, p+": not supported on the stream (it sends new events; use "+PathEvents+" for the past)")
 			return
 		}
 	}
 	q, err := ParseQuery(v, j.o.Now())
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		jsonapi.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	rc := http.NewResponseController(w)
 	sub := j.subscribe(q)
 	if sub == nil {
-		writeError(w, http.StatusServiceUnavailable, "the event journal is closed")
+		jsonapi.Error(w, http.StatusServiceUnavailable, "the event journal is closed")
 		return
 	}
 	defer j.unsubscribe(sub)

@@ -1,11 +1,11 @@
 package exporter
 
 import (
-	"encoding/json"
 	"math"
 	"net/http"
 	"time"
 
+	"github.com/probed/probed/internal/jsonapi"
 	"github.com/probed/probed/probe"
 	"github.com/probed/probed/probe/ecmp"
 )
@@ -195,14 +195,9 @@ func finite(v float64) float64 {
 // FlowsHandler serves GET /api/v1/flows.
 func (m *Metrics) FlowsHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "use GET", http.StatusMethodNotAllowed)
+		if !jsonapi.Get(w, r) {
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(m.Flows())
+		jsonapi.Write(w, m.Flows())
 	})
 }

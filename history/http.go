@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/probed/probed/internal/jsonapi"
 )
 
 // PathHistory is the HTTP endpoint.
@@ -52,15 +54,13 @@ func (s *Store) Handler(now func() time.Time) http.Handler {
 		now = time.Now
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET")
-			writeError(w, http.StatusMethodNotAllowed, "use GET")
+		if !jsonapi.Get(w, r) {
 			return
 		}
 		t := now()
 		filter, since, err := parseParams(r.URL.Query(), t)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
+			jsonapi.Error(w, http.StatusBadRequest, err.Error())
 			return
 		}
 		resp := Response{Enabled: s.Enabled(), StepSeconds: 60, Columns: columns, Series: []SeriesJSON{}}
@@ -151,10 +151,4 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 		return now.Add(-d), nil
 	}
 	return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time, Unix seconds nor a duration like 6h", s)
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/probed/probed/internal/jsonapi"
 	"go.uber.org/zap"
 )
 
@@ -363,20 +364,18 @@ func median(v []float64) float64 {
 // Handler serves GET /api/v1/mesh.
 func (m *Mesh) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET")
-			writeError(w, http.StatusMethodNotAllowed, "use GET")
+		if !jsonapi.Get(w, r) {
 			return
 		}
 		if len(r.URL.Query()) > 0 {
-			writeError(w, http.StatusBadRequest, "GET "+PathMesh+" takes no parameters")
+			jsonapi.Error(w, http.StatusBadRequest, "GET "+PathMesh+" takes no parameters")
 			return
 		}
 		v, err := m.View(r.Context())
 		if err != nil {
 			return // the client went away
 		}
-		writeJSON(w, v)
+		jsonapi.Write(w, v)
 	})
 }
 

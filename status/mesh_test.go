@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/probed/probed/internal/jsonapi"
 )
 
 var t0 = time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
@@ -192,7 +194,7 @@ func TestMeshCacheAndSharing(t *testing.T) {
 	var hits atomic.Int32
 	peer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
-		writeJSON(w, agentStatus("ap-tokyo"))
+		jsonapi.Write(w, agentStatus("ap-tokyo"))
 	}))
 	defer peer.Close()
 	var mu sync.Mutex

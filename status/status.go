@@ -10,10 +10,10 @@ package status
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"time"
 
+	"github.com/probed/probed/internal/jsonapi"
 	"go.uber.org/zap"
 )
 
@@ -178,33 +178,19 @@ func Handler(p Provider, log *zap.Logger) http.Handler {
 		log = zap.NewNop()
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET")
-			writeError(w, http.StatusMethodNotAllowed, "use GET")
+		if !jsonapi.Get(w, r) {
 			return
 		}
 		if len(r.URL.Query()) > 0 {
-			writeError(w, http.StatusBadRequest, "GET "+PathStatus+" takes no parameters")
+			jsonapi.Error(w, http.StatusBadRequest, "GET "+PathStatus+" takes no parameters")
 			return
 		}
 		st, err := p.Status(r.Context())
 		if err != nil {
 			log.Error("status provider failed", zap.Error(err))
-			writeError(w, http.StatusInternalServerError, "taking the status: "+err.Error())
+			jsonapi.Error(w, http.StatusInternalServerError, "taking the status: "+err.Error())
 			return
 		}
-		writeJSON(w, st)
+		jsonapi.Write(w, st)
 	})
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }

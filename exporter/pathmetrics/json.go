@@ -2,10 +2,11 @@ package pathmetrics
 
 import (
 	"cmp"
-	"encoding/json"
 	"net/http"
 	"slices"
 	"time"
+
+	"github.com/probed/probed/internal/jsonapi"
 )
 
 // TargetPath is one target in the GET /paths answer.
@@ -100,15 +101,10 @@ func (s *Set) Snapshot() []TargetPath {
 // Handler serves GET /paths: {"paths": [TargetPath…]}.
 func (s *Set) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "only GET is allowed", http.StatusMethodNotAllowed)
+		if !jsonapi.Get(w, r) {
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(struct {
+		jsonapi.Write(w, struct {
 			Paths []TargetPath `json:"paths"`
 		}{s.Snapshot()})
 	})
