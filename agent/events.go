@@ -29,6 +29,7 @@ import (
 	"github.com/probed/probed/probe"
 	"github.com/probed/probed/status"
 	"github.com/probed/probed/watch"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // StorageOptions place the event journal.
@@ -100,12 +101,18 @@ func newEventWiring(o Options) *eventWiring {
 		dir := filepath.Join(o.Storage.Path, "events")
 		j, err := events.Open(events.Options{Dir: dir, Retention: o.Storage.Retention, MaxBytes: o.Storage.MaxBytes,
 			Registerer: o.Registry, Logger: o.Log.Named("events")})
+		// A journal that could not be opened must show where alerts look,
+		// not only in a log line read after the report came out wrong.
+		up := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probed_events_journal_up",
+			Help: "1 if the event journal under --storage.path is open and recording, 0 if it could not be opened (events are then not recorded)."})
+		o.Registry.MustRegister(up)
 		if err != nil {
 			w.journalErr = err
 			o.Log.Error("the event journal cannot be opened: events are not recorded; fix --storage.path and restart",
 				zap.String("path", dir), zap.Error(err))
 		} else {
 			w.journal = j
+			up.Set(1)
 		}
 	} else {
 		w.journalErr = errors.New("no --storage.path: events are not recorded")

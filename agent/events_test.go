@@ -294,6 +294,20 @@ func TestEventsWiring(t *testing.T) {
 	if code, body := getBody(t, c.mux, "/api/v1/events"); code != http.StatusServiceUnavailable || !strings.Contains(string(body), "storage.path") {
 		t.Errorf("agent without storage: %d %s", code, body)
 	}
+	// Alerts see it too: probed_events_journal_up is 1 where the journal
+	// records, 0 where it could not be opened, absent without storage.
+	for _, c := range []struct {
+		name string
+		reg  *prometheus.Registry
+		want string
+	}{{"recording", a.reg, "probed_events_journal_up 1\n"}, {"second on the same path", b2.reg, "probed_events_journal_up 0\n"}} {
+		if out := scrapeText(t, c.reg); !strings.Contains(out, c.want) {
+			t.Errorf("%s: want %q in the scrape", c.name, c.want)
+		}
+	}
+	if strings.Contains(scrapeText(t, c.reg), "probed_events_journal_up") {
+		t.Error("agent without storage exports probed_events_journal_up")
+	}
 
 	// Stopping records agent_stopped; the journal is on disk.
 	stop()

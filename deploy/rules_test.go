@@ -61,6 +61,8 @@ var wantAlerts = []string{
 	"ProbedTCPPortRefused", "ProbedRTTResolutionCoarse", "ProbedTargetNameUnresolved",
 	// Issue 15: loss on one ECMP/LAG member path.
 	"ProbedLossConcentratedOnMemberPath",
+	// The event journal behind the console and the SLA breach windows.
+	"ProbedEventJournalFailing",
 }
 
 func TestPromtoolCheckRules(t *testing.T) {
