@@ -84,14 +84,17 @@ func Load(file string) (*Config, error) {
 	defer f.Close()
 	// Refuse an oversized file before reading it; the limited read also
 	// covers files whose size Stat cannot tell (pipes, /proc).
-	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > MaxFileSize {
-		return nil, Errors{tooLarge(file, st.Size())}
+	var buf bytes.Buffer
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+		if st.Size() > MaxFileSize {
+			return nil, Errors{tooLarge(file, st.Size())}
+		}
+		buf.Grow(int(st.Size()) + bytes.MinRead) // one allocation, not a doubling series
 	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
+	if _, err := buf.ReadFrom(io.LimitReader(f, MaxFileSize+1)); err != nil {
 		return nil, readError(file, err)
 	}
-	return Parse(data, file)
+	return Parse(buf.Bytes(), file)
 }
 
 // readError is "FILE: reading the mesh file: REASON", like every other
@@ -127,7 +130,7 @@ func Parse(data []byte, file string) (*Config, error) {
 	if e := v.checkExpansion(); e != nil {
 		return nil, Errors{e}
 	}
-	v.checkShape(doc, reflect.TypeOf(Config{}), "")
+	v.checkShape(doc, reflect.TypeOf(Config{}), nil)
 	if len(v.errs) > 0 {
 		return nil, v.result()
 	}
@@ -422,6 +425,8 @@ type validator struct {
 	dropped int
 	seen    map[errKey]*Error
 	repeats map[*Error]int
+	// origins memoises origin: the same few paths, asked per target.
+	origins map[string]string
 }
 
 func (v *validator) add(e *Error) {
