@@ -105,10 +105,9 @@ type Target struct {
 	// STAMP marks the target as a STAMP reflector (a peer agent or router).
 	STAMP *bool `yaml:"stamp"`
 
-	// Line and Col are where the target is written (set by Parse), for
-	// messages and check-config's listing.
+	// Line is where the target is written (set by Parse), for messages and
+	// check-config's listing.
 	Line int `yaml:"-"`
-	Col  int `yaml:"-"`
 }
 
 // ProbeConfig holds the mesh-wide probe defaults.

@@ -130,7 +130,7 @@ func Parse(data []byte, file string) (*Config, error) {
 	if e := v.checkExpansion(); e != nil {
 		return nil, Errors{e}
 	}
-	v.checkShape(doc, reflect.TypeOf(Config{}), nil)
+	v.checkShape(doc, reflect.TypeOf(Config{}))
 	if len(v.errs) > 0 {
 		return nil, v.result()
 	}
@@ -427,6 +427,8 @@ type validator struct {
 	repeats map[*Error]int
 	// origins memoises origin: the same few paths, asked per target.
 	origins map[string]string
+	// shape is the field path the shape check is at.
+	shape []pathElem
 }
 
 func (v *validator) add(e *Error) {

@@ -49,41 +49,43 @@ type ProbeSpec struct {
 
 	// Labels shared by every series of this job. Trace and MTU jobs carry
 	// the labels of the probe they belong to (protocol icmp, or tcp with
-	// its port when ICMP is off for the target).
+	// its port when ICMP is off for the target). Port (below) is 0 for ICMP.
 	SourceSite string
 	TargetSite string
 	Target     string // the address as written: IP literal or hostname
 	Path       string
 	Segment    string
 	Protocol   string
-	Port       uint16 // 0 for ICMP
 
 	Family    string // "", "ip4" or "ip6"
 	Interval  time.Duration
 	Timeout   time.Duration
 	Size      int
-	TOS       uint8
 	Source    string
 	Interface string
 
-	Guard bool // expect: unreachable
-
 	// Flows is the number of flow identities the job's probes take turns
 	// on (ICMP and TCP jobs; 1 for every other kind and for guards).
-	// FlowSeries asks for per-flow series. Trace jobs and MTU searches carry
-	// the values of the probe they belong to.
-	Flows      int
-	FlowSeries bool
+	// FlowSeries (below) asks for per-flow series. Trace jobs and MTU
+	// searches carry the values of the probe they belong to.
+	Flows int
 
 	// Settings of the other kinds (zero for the kinds that do not use them).
 	TraceOpts TraceJob
 	MTUOpts   MTUJob
 	STAMPOpts STAMPJob
 
-	// Discovered is set for targets derived from AWS rather than the file.
-	Discovered bool
 	// Line is where the target was written (0 when discovered).
 	Line int
+
+	// The small fields together: a plan holds a spec per job, and
+	// interleaving them with the words above cost 10 % of its size.
+	Port       uint16
+	TOS        uint8
+	Guard      bool // expect: unreachable
+	FlowSeries bool
+	// Discovered is set for targets derived from AWS rather than the file.
+	Discovered bool
 }
 
 // TraceJob is what a path discovery job needs beyond the probe settings.
@@ -117,6 +119,28 @@ func (p *ProbeSpec) Key() string {
 		k = p.Kind.String() + "|" + k
 	}
 	return k
+}
+
+// JobID is what Key says, as a comparable value: the engine looks every job
+// of a plan up by it on each reload, and building 10,000 key strings for
+// that cost half a megabyte a time. Two specs have the same JobID exactly
+// when they have the same Key.
+type JobID struct {
+	kind                                 Kind // KindTrace or KindMTU; KindICMP for the kinds keyed by protocol
+	protocol, targetSite, target         string
+	port                                 uint16
+	tos                                  uint8
+	path, segment, source, iface, family string
+}
+
+// ID is the job's JobID.
+func (p *ProbeSpec) ID() JobID {
+	id := JobID{protocol: p.Protocol, targetSite: p.TargetSite, target: p.Target, port: p.Port, tos: p.TOS,
+		path: p.Path, segment: p.Segment, source: p.Source, iface: p.Interface, family: p.Family}
+	if p.Kind == KindTrace || p.Kind == KindMTU {
+		id.kind = p.Kind
+	}
+	return id
 }
 
 // ProbeKey is the key of the probe the job measures: the job's own key for

@@ -194,7 +194,7 @@ var removedFields = map[reflect.Type]map[string]string{
 // kinds and unparsable scalars are reported with their line and field path.
 // The YAML library's own strict mode does not reach into custom
 // unmarshalers, nor name the field path, hence this.
-func (v *validator) checkShape(n *yaml.Node, t reflect.Type, at *shapePath) {
+func (v *validator) checkShape(n *yaml.Node, t reflect.Type) {
 	n = resolve(n)
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -204,111 +204,120 @@ func (v *validator) checkShape(n *yaml.Node, t reflect.Type, at *shapePath) {
 	}
 	if t == durationType {
 		if n.Kind != yaml.ScalarNode {
-			v.errorf(n, at.String(), "expected a duration such as 1s or 500ms, got %s", kindName(n))
+			v.errorf(n, v.shapeAt(), "expected a duration such as 1s or 500ms, got %s", kindName(n))
 			return
 		}
 		if _, err := ParseDuration(n.Value); err != nil {
-			v.errorf(n, at.String(), "%v", err)
+			v.errorf(n, v.shapeAt(), "%v", err)
 		}
 		return
 	}
 	switch t.Kind() {
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			v.errorf(n, at.String(), "expected a mapping (key: value lines), got %s", kindName(n))
+			v.errorf(n, v.shapeAt(), "expected a mapping (key: value lines), got %s", kindName(n))
 			return
 		}
 		fields := yamlFields(t)
 		var seenBuf [24]string // more than any struct of Config has fields
 		seen := seenBuf[:0]
-		bad := func(m *yaml.Node, msg string) { v.errorf(m, join(at.String(), "<<"), "%s", msg) }
+		bad := func(m *yaml.Node, msg string) { v.errorf(m, join(v.shapeAt(), "<<"), "%s", msg) }
 		for _, p := range effectivePairs(n, bad) {
 			k := p.key
-			fp := &shapePath{parent: at, key: shortKey(k)}
 			if k.Kind != yaml.ScalarNode {
-				v.errorf(k, at.String(), "a key must be a plain name, got %s", kindName(k))
+				v.errorf(k, v.shapeAt(), "a key must be a plain name, got %s", kindName(k))
 				continue
 			}
-			if slices.Contains(seen, k.Value) {
-				v.errorf(k, fp.String(), "key written twice")
-				continue
-			}
-			seen = append(seen, k.Value)
-			f, ok := fields[k.Value]
-			if !ok {
+			v.shape = append(v.shape, pathElem{key: shortKey(k)})
+			f, known := fields[k.Value]
+			switch {
+			case slices.Contains(seen, k.Value):
+				v.errorf(k, v.shapeAt(), "key written twice")
+			case !known:
+				seen = append(seen, k.Value)
 				if why, ok := removedFields[t][k.Value]; ok {
-					v.errorf(k, fp.String(), "unknown field %s: %s", quote(k.Value), why)
+					v.errorf(k, v.shapeAt(), "unknown field %s: %s", quote(k.Value), why)
 				} else {
-					v.errorf(k, fp.String(), "unknown field %s%s", quote(k.Value), suggest(k.Value, fields))
+					v.errorf(k, v.shapeAt(), "unknown field %s%s", quote(k.Value), suggest(k.Value, fields))
 				}
-				continue
+			default:
+				seen = append(seen, k.Value)
+				v.checkShape(p.val, f.Type)
 			}
-			v.checkShape(p.val, f.Type, fp)
+			v.shape = v.shape[:len(v.shape)-1]
 		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			v.errorf(n, at.String(), "expected a list, got %s", kindName(n))
+			v.errorf(n, v.shapeAt(), "expected a list, got %s", kindName(n))
 			return
 		}
 		for i, c := range n.Content {
-			v.checkShape(c, t.Elem(), &shapePath{parent: at, idx: i})
+			v.shape = append(v.shape, pathElem{idx: i, elem: true})
+			v.checkShape(c, t.Elem())
+			v.shape = v.shape[:len(v.shape)-1]
 		}
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode {
-			v.errorf(n, at.String(), "expected a string, got %s", kindName(n))
+			v.errorf(n, v.shapeAt(), "expected a string, got %s", kindName(n))
 		}
 	case reflect.Bool:
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
-			v.errorf(n, at.String(), "expected true or false, got %s", kindName(n))
+			v.errorf(n, v.shapeAt(), "expected true or false, got %s", kindName(n))
 		}
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		if n.Kind != yaml.ScalarNode {
-			v.errorf(n, at.String(), "expected an integer, got %s", kindName(n))
+			v.errorf(n, v.shapeAt(), "expected an integer, got %s", kindName(n))
 			return
 		}
 		if _, err := strconv.ParseInt(n.Value, 0, t.Bits()); err != nil {
-			v.errorf(n, at.String(), "expected an integer, got %s", quote(n.Value))
+			v.errorf(n, v.shapeAt(), "expected an integer, got %s", quote(n.Value))
 		}
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		if n.Kind != yaml.ScalarNode {
-			v.errorf(n, at.String(), "expected an integer, got %s", kindName(n))
+			v.errorf(n, v.shapeAt(), "expected an integer, got %s", kindName(n))
 			return
 		}
 		if _, err := strconv.ParseUint(n.Value, 0, t.Bits()); err != nil {
-			v.errorf(n, at.String(), "expected an integer from 0 to %d, got %s", uint64(1)<<t.Bits()-1, quote(n.Value))
+			v.errorf(n, v.shapeAt(), "expected an integer from 0 to %d, got %s", uint64(1)<<t.Bits()-1, quote(n.Value))
 		}
 	case reflect.Float32, reflect.Float64:
 		if n.Kind != yaml.ScalarNode {
-			v.errorf(n, at.String(), "expected a number, got %s", kindName(n))
+			v.errorf(n, v.shapeAt(), "expected a number, got %s", kindName(n))
 			return
 		}
 		if _, err := strconv.ParseFloat(n.Value, 64); err != nil {
-			v.errorf(n, at.String(), "expected a number, got %s", quote(n.Value))
+			v.errorf(n, v.shapeAt(), "expected a number, got %s", quote(n.Value))
 		}
 	default:
 		// Every field type of Config is handled above; a new one must be
 		// added here rather than slip past the check.
-		v.errorf(n, at.String(), "internal error: no shape check for %s", t)
+		v.errorf(n, v.shapeAt(), "internal error: no shape check for %s", t)
 	}
 }
 
-// shapePath is the field path of a node, rendered only when an error names
-// it: the shape check visits every key of a 10,000-target file on each
-// reload, and building every path up front cost a megabyte each time.
-type shapePath struct {
-	parent *shapePath
-	key    string // a field; "" for the list element idx
-	idx    int
+// pathElem is one step of the shape check's field path (validator.shape):
+// a stack rendered only when an error names it, since the check visits
+// every key of a 10,000-target file on each reload.
+type pathElem struct {
+	key  string
+	idx  int
+	elem bool // a list element idx, not the field key
 }
 
-func (p *shapePath) String() string {
-	if p == nil {
-		return ""
+// shapeAt is the field path the shape check is at.
+func (v *validator) shapeAt() string {
+	var b strings.Builder
+	for _, e := range v.shape {
+		switch {
+		case e.elem:
+			b.WriteString("[" + strconv.Itoa(e.idx) + "]")
+		case b.Len() > 0:
+			b.WriteString("." + e.key)
+		default:
+			b.WriteString(e.key)
+		}
 	}
-	if p.key == "" {
-		return p.parent.String() + "[" + strconv.Itoa(p.idx) + "]"
-	}
-	return join(p.parent.String(), p.key)
+	return b.String()
 }
 
 // shortKey is a key for a field path: long or odd keys are cut so that a

@@ -86,7 +86,7 @@ func (v *validator) validate(c *Config) {
 			tp := sp + ".targets[" + strconv.Itoa(j) + "]"
 			tn, _, via := v.lookup(tp)
 			if tn != nil {
-				t.Line, t.Col = tn.Line, tn.Column
+				t.Line = tn.Line
 			}
 			v.validateTarget(c, t, tp, tn)
 			k := key{strings.ToLower(t.Address), t.Path, t.Segment}

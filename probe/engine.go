@@ -67,8 +67,9 @@ type target struct {
 	rec      Recorder // ICMP and TCP
 	flows    *flowSet // ICMP and TCP jobs with more than one flow
 	literal  netip.Addr
-	interval int64 // ns
-	timeout  int64 // ns
+	interval int64  // ns
+	timeout  int64  // ns
+	planGen  uint64 // the last Update whose plan holds it (under Engine.mu)
 
 	// bound is read by the scheduler and the reply path without e.mu.
 	bound atomic.Pointer[binding]
@@ -105,7 +106,8 @@ type Engine struct {
 	bindLog bindLog
 
 	mu      sync.Mutex // guards targets, sched, and the guarded fields of targets
-	targets map[string]*target
+	targets map[config.JobID]*target
+	planGen uint64 // counts Updates, to find the jobs a plan no longer holds
 	sched   schedule
 	wake    chan struct{}
 	maint   chan struct{}
@@ -149,7 +151,7 @@ func New(o Options) *Engine {
 		paths:    o.Paths,
 		socks:    o.Sockets,
 		base:     time.Now(),
-		targets:  map[string]*target{},
+		targets:  map[config.JobID]*target{},
 		wake:     make(chan struct{}, 1),
 		maint:    make(chan struct{}, 1),
 		flowKick: make(chan struct{}, 1),
@@ -191,7 +193,10 @@ func (e *Engine) Update(plan *config.Plan) (Changes, error) {
 	if plan.TracePPS > 0 {
 		e.shared.setPPS(plan.TracePPS)
 	}
-	seen := make(map[string]bool, len(plan.Probes))
+	// Jobs in this plan are marked with its generation rather than put in
+	// a set: a 10,000-job set cost half a megabyte on every reload.
+	e.planGen++
+	gen := e.planGen
 	nowMono, nowWall := e.monoNow(), time.Now().UnixNano()
 	var fresh []*target
 	var stopped []*target
@@ -200,16 +205,17 @@ func (e *Engine) Update(plan *config.Plan) (Changes, error) {
 		if !e.runs(spec.Kind) {
 			continue
 		}
-		k := spec.Key()
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
+		k := spec.ID()
 		old, ok := e.targets[k]
+		if ok && old.planGen == gen {
+			continue // listed twice: the first one counts
+		}
 		if ok && old.spec.SameSettings(spec) {
+			old.planGen = gen
 			continue
 		}
-		t := e.newTarget(spec, k, nowMono, nowWall)
+		t := e.newTarget(spec, spec.Key(), nowMono, nowWall)
+		t.planGen = gen
 		if ok {
 			// Restart with the new settings: the series continue.
 			t.rec = old.rec
@@ -234,7 +240,7 @@ func (e *Engine) Update(plan *config.Plan) (Changes, error) {
 	}
 	var removed []*target
 	for k, t := range e.targets {
-		if !seen[k] {
+		if t.planGen != gen {
 			delete(e.targets, k)
 			e.stopLocked(t)
 			removed = append(removed, t)
@@ -265,7 +271,11 @@ func (e *Engine) Update(plan *config.Plan) (Changes, error) {
 			e.names.add(t)
 		}
 	}
-	e.names.retain(func(t *target) bool { return seen[t.key] && e.current(t) })
+	e.names.retain(func(t *target) bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return t.live && t.planGen == gen
+	})
 	e.kick(e.wake)
 	e.kick(e.maint)
 	return ch, errors.Join(errs...)
@@ -322,13 +332,6 @@ func (e *Engine) stopLocked(t *target) {
 	}
 	t.index = -1
 	t.live = false
-}
-
-// current reports whether t is the running target of its key.
-func (e *Engine) current(t *target) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return t.live
 }
 
 func (e *Engine) forgetSeries(t *target) {

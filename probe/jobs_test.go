@@ -171,8 +171,8 @@ func (j *jobEnv) state() map[string]targetState {
 	j.e.mu.Lock()
 	defer j.e.mu.Unlock()
 	m := map[string]targetState{}
-	for k, t := range j.e.targets {
-		m[k] = targetState{t: t, rec: t.rec, phase: t.next % t.interval}
+	for _, t := range j.e.targets {
+		m[t.key] = targetState{t: t, rec: t.rec, phase: t.next % t.interval}
 	}
 	return m
 }

@@ -36,10 +36,10 @@ func TestSchedulerSpreadsEvenly(t *testing.T) {
 	wall := time.Now().UnixNano()
 	for i := 0; i < n; i++ {
 		k := fmt.Sprintf("icmp|peer|10.%d.%d.%d|0|sitelink|prod||||", i>>16, (i>>8)&255, i&255)
-		tg := &target{key: k, spec: &config.ProbeSpec{}, job: rp, interval: int64(time.Second), timeout: int64(time.Second), rec: nopRec{}}
+		tg := &target{key: k, spec: &config.ProbeSpec{Protocol: "icmp", Target: fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255)}, job: rp, interval: int64(time.Second), timeout: int64(time.Second), rec: nopRec{}}
 		tg.bound.Store(&binding{ip: netip.MustParseAddr("10.0.0.1")})
 		tg.next = firstSlot(k, tg.interval, 0, wall)
-		e.targets[k] = tg
+		e.targets[tg.spec.ID()] = tg
 		e.sched.push(tg)
 	}
 	perTick := map[int64]int{}
@@ -117,7 +117,7 @@ func TestUpdateKeepsTargets(t *testing.T) {
 	if len(sink.recs) != 2 {
 		t.Fatalf("%d recorders created, want 2 (one kept, one added)", len(sink.recs))
 	}
-	if got := e.targets[s.Key()]; got.interval != int64(2*time.Second) || got.rec != sink.recs[0] {
+	if got := e.targets[s.ID()]; got.interval != int64(2*time.Second) || got.rec != sink.recs[0] {
 		t.Fatalf("interval not updated (%v) or recorder not kept", time.Duration(got.interval))
 	}
 	e.Update(&config.Plan{Probes: []config.ProbeSpec{s2}})
