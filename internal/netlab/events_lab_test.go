@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -244,6 +246,65 @@ func (a *evAgent) waitStatus(what string, timeout time.Duration, cond func(evSta
 }
 
 // within fails unless at lies in [from, to].
+// schedulerLag is the agent's probed_scheduler_lag_seconds buckets:
+// cumulative counts by upper bound (+Inf as math.Inf(1)).
+func (a *evAgent) schedulerLag() map[float64]float64 {
+	a.t.Helper()
+	resp, err := a.client.Get(a.base + "/metrics")
+	if err != nil {
+		a.t.Fatalf("scraping %s: %v", a.site.Name(), err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		a.t.Fatalf("scraping %s: %v", a.site.Name(), err)
+	}
+	out := map[float64]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		rest, ok := strings.CutPrefix(line, `probed_scheduler_lag_seconds_bucket{le="`)
+		if !ok {
+			continue
+		}
+		le, count, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			continue
+		}
+		bound, err1 := strconv.ParseFloat(le, 64)
+		n, err2 := strconv.ParseFloat(count, 64)
+		if err1 != nil || err2 != nil {
+			a.t.Fatalf("scheduler lag bucket %q", line)
+		}
+		out[bound] = n
+	}
+	if len(out) == 0 {
+		a.t.Fatalf("%s exports no probed_scheduler_lag_seconds buckets", a.site.Name())
+	}
+	return out
+}
+
+// lagBound is the largest scheduler lag between two readings of the
+// buckets: the upper bound of the highest bucket that gained probes (a
+// minute for +Inf: the test then says nothing about timing).
+func lagBound(before, after map[float64]float64) time.Duration {
+	bounds := make([]float64, 0, len(after))
+	for b := range after {
+		bounds = append(bounds, b)
+	}
+	slices.Sort(bounds)
+	worst, prev := 0.0, 0.0
+	for _, b := range bounds {
+		n := after[b] - before[b]
+		if n > prev {
+			worst = b
+		}
+		prev = n
+	}
+	if math.IsInf(worst, 1) {
+		return time.Minute
+	}
+	return time.Duration(worst * float64(time.Second))
+}
+
 func within(t *testing.T, what string, at, from, to time.Time) {
 	t.Helper()
 	if at.Before(from) || at.After(to) {
@@ -460,6 +521,7 @@ func TestEventTimelineLab(t *testing.T) {
 	}
 
 	// 4. An outage of us-east -> us-central sitelink.
+	lag0 := east.schedulerLag()
 	outFrom := time.Now()
 	update("us-east", "us-central", PathSiteLink, func(p *PathParams) { p.Down = true })
 	outTo := time.Now()
@@ -475,9 +537,12 @@ func TestEventTimelineLab(t *testing.T) {
 			"path": "sitelink", "segment": "prod", "protocol": "icmp"})
 	}
 	// target_down is stamped with the first lost probe, target_up with
-	// the first answered one.
-	within(t, "target_down", down.Time, outFrom.Add(-evInterval), outTo.Add(evInterval))
-	within(t, "target_up", up.Time, upFrom.Add(-evInterval), upTo.Add(evInterval))
+	// the first answered one: sent within an interval of the change, plus
+	// the 2 ms batching of sends and however late the agent's scheduler
+	// was meanwhile (its own histogram says; a stalled machine sends late).
+	late := lagBound(lag0, east.schedulerLag()) + 2*time.Millisecond
+	within(t, "target_down", down.Time, outFrom.Add(-evInterval), outTo.Add(evInterval+late))
+	within(t, "target_up", up.Time, upFrom.Add(-evInterval), upTo.Add(evInterval+late))
 	// What changed nearby: the path change of the pair and the BGP
 	// session of the source site's prod VIF.
 	near := map[string]int{}
