@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -15,11 +14,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/probed/probed/config"
 	"github.com/probed/probed/events"
-	"github.com/probed/probed/exporter"
 	"github.com/probed/probed/internal/nssock"
 	"github.com/probed/probed/internal/testutil"
 	"github.com/probed/probed/probe"
@@ -45,35 +42,18 @@ sites:
 // then Close) and returns Run's error.
 func runAgent(t *testing.T, yaml, dir string, o Options) (a *testAgent, stop func()) {
 	t.Helper()
-	ta := &testAgent{reg: prometheus.NewPedanticRegistry(), mux: http.NewServeMux(), file: filepath.Join(t.TempDir(), "mesh.yaml")}
-	ta.write(t, yaml)
-	o.ConfigFile, o.Registry, o.Version = ta.file, ta.reg, "test"
-	if o.Log == nil {
-		o.Log = zaptest.NewLogger(t)
-	}
+	o.Version = "test"
 	if dir != "" {
 		o.Storage = StorageOptions{Path: dir}
 	}
-	ta.Agent = New(o)
-	srv := exporter.NewServer(ta.reg, ta.Metrics, o.Log, nil, exporter.ServerOptions{Ready: ta.Ready})
-	ta.mux = srv.Mux
-	ta.Mount(ta.mux)
-	ctx, cancel := context.WithCancel(context.Background())
-	ta.ctx = ctx
-	if err := ta.Load(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- ta.Run(ctx) }()
+	ta, stopRun := launchAgent(t, yaml, o)
 	stopped := false
 	stop = func() {
 		if stopped {
 			return
 		}
 		stopped = true
-		cancel()
-		if err := <-done; err != nil {
+		if err := stopRun(); err != nil {
 			t.Errorf("Run: %v", err)
 		}
 		if err := ta.Close(); err != nil {

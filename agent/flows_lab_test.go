@@ -1,21 +1,16 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -56,23 +51,10 @@ sites:
 // agent still connecting through them must be stopped first.
 func startFlowsAgent(t *testing.T, yaml string, o Options) (*testAgent, func()) {
 	t.Helper()
-	ta := &testAgent{reg: prometheus.NewPedanticRegistry(), mux: http.NewServeMux(), file: filepath.Join(t.TempDir(), "mesh.yaml")}
-	ta.write(t, yaml)
-	o.ConfigFile, o.Registry, o.Log = ta.file, ta.reg, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
-	ta.Agent = New(o)
-	ta.Mount(ta.mux)
-	ctx, cancel := context.WithCancel(context.Background())
-	ta.ctx = ctx
-	if err := ta.Load(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- ta.Run(ctx) }()
-	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
-	return ta, stop
+	o.Log = zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
+	ta, stop := launchAgent(t, yaml, o)
+	t.Cleanup(func() { _ = stop() })
+	return ta, func() { _ = stop() }
 }
 
 // The multi-flow feature in the WAN lab, against the lab's own hash and

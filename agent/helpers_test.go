@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/probed/probed/exporter"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"go.uber.org/zap/zaptest"
@@ -23,16 +25,19 @@ type testAgent struct {
 	ctx  context.Context
 }
 
-// startAgent loads yaml and runs an agent until the test ends.
-func startAgent(t *testing.T, yaml string, o Options) *testAgent {
+// launchAgent loads yaml and runs an agent behind the daemon's HTTP mux
+// (the endpoints Mount adds, /metrics and /-/ready). stop cancels it, waits
+// for Run and returns Run's error; later calls return nil.
+func launchAgent(t *testing.T, yaml string, o Options) (ta *testAgent, stop func() error) {
 	t.Helper()
-	ta := &testAgent{reg: prometheus.NewPedanticRegistry(), mux: http.NewServeMux(), file: filepath.Join(t.TempDir(), "mesh.yaml")}
+	ta = &testAgent{reg: prometheus.NewPedanticRegistry(), file: filepath.Join(t.TempDir(), "mesh.yaml")}
 	ta.write(t, yaml)
 	o.ConfigFile, o.Registry = ta.file, ta.reg
 	if o.Log == nil {
 		o.Log = zaptest.NewLogger(t)
 	}
 	ta.Agent = New(o)
+	ta.mux = exporter.NewServer(ta.reg, ta.Metrics, o.Log, nil, exporter.ServerOptions{Ready: ta.Ready}).Mux
 	ta.Mount(ta.mux)
 	ctx, cancel := context.WithCancel(context.Background())
 	ta.ctx = ctx
@@ -42,10 +47,22 @@ func startAgent(t *testing.T, yaml string, o Options) *testAgent {
 	}
 	done := make(chan error, 1)
 	go func() { done <- ta.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	var once sync.Once
+	stop = func() (err error) {
+		once.Do(func() {
+			cancel()
+			err = <-done
+		})
+		return err
+	}
+	return ta, stop
+}
+
+// startAgent loads yaml and runs an agent until the test ends.
+func startAgent(t *testing.T, yaml string, o Options) *testAgent {
+	t.Helper()
+	ta, stop := launchAgent(t, yaml, o)
+	t.Cleanup(func() { _ = stop() })
 	return ta
 }
 
