@@ -2,17 +2,10 @@ package console
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -156,7 +149,7 @@ func fillHistory(h *history.Store, st status.Status, now time.Time) {
 func serveTLS(t *testing.T, h http.Handler, user, password string) string {
 	t.Helper()
 	dir := t.TempDir()
-	certFile, keyFile := selfSigned(t, dir)
+	_, certFile, keyFile := testutil.WritePKI(t, dir)
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -184,28 +177,75 @@ func serveTLS(t *testing.T, h http.Handler, user, password string) string {
 	return l.Addr().String()
 }
 
-func selfSigned(t *testing.T, dir string) (string, string) {
+// page is the console open in the test browser.
+type page struct {
+	t     *testing.T
+	ctx   context.Context
+	clog  *consoleLog
+	shots string // file name prefix of the screenshots, in artifactDir
+}
+
+// openConsole captures the browser's console and opens url. The capture is
+// proved first (a console.error of the page is seen, then forgotten), so a
+// test's "no console errors" means something.
+func openConsole(t *testing.T, ctx context.Context, url, name string) *page {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
+	pg := &page{t: t, ctx: ctx, clog: &consoleLog{},
+		shots: filepath.Join(artifactDir(t), name+"-%s-"+time.Now().Format("20060102-150405")+".png")}
+	msgs := chromedp.Console(ctx)
+	go func() {
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			pg.clog.mu.Lock()
+			pg.clog.msgs = append(pg.clog.msgs, m)
+			pg.clog.mu.Unlock()
+		}
+	}()
+	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "probed-test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`console.error('harness check'), true`)); err != nil {
 		t.Fatal(err)
 	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
+	for deadline := time.Now().Add(30 * time.Second); len(pg.clog.errors()) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a console.error of the page was not captured: the no-errors check would prove nothing")
+		}
 	}
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	_ = os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	return certFile, keyFile
+	pg.clog.mu.Lock()
+	pg.clog.msgs = nil
+	pg.clog.mu.Unlock()
+	return pg
+}
+
+// shot saves a screenshot of the page under artifactDir.
+func (pg *page) shot(name string) {
+	pg.t.Helper()
+	b, err := chromedp.Run(pg.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		pg.t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	p := fmt.Sprintf(pg.shots, name)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		pg.t.Error(err)
+	}
+	pg.t.Logf("screenshot: %s", p)
+}
+
+// waitFor polls a JavaScript condition in the page; a timeout fails the
+// test with a screenshot, the console errors and the page's text. The
+// condition is on state, the timeout generous (a busy 2-core machine).
+func (pg *page) waitFor(what, cond string, timeout time.Duration) {
+	pg.t.Helper()
+	if _, err := chromedp.Run(pg.ctx, chromedp.Poll[bool](cond, chromedp.WithPollingInterval(50*time.Millisecond),
+		chromedp.WithPollingTimeout(timeout))); err != nil {
+		pg.shot("failed")
+		body, _ := chromedp.Run(pg.ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText.slice(0, 3000) : document.documentElement.outerHTML.slice(0, 3000)`))
+		pg.t.Fatalf("waiting for %s: %v\nconsole errors: %v\npage: %s", what, err, pg.clog.errors(), body)
+	}
 }
 
 // artifactDir is where screenshots go: $PROBED_ARTIFACTS, else a directory
@@ -348,62 +388,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	hist.Register(mux)
 	addr := serveTLS(t, mux, "probed", "s3cret")
 
-	var clog consoleLog
-	msgs := chromedp.Console(ctx)
-	go func() {
-		for m, err := range msgs {
-			if err != nil {
-				return
-			}
-			clog.mu.Lock()
-			clog.msgs = append(clog.msgs, m)
-			clog.mu.Unlock()
-		}
-	}()
-	shots := artifactDir(t)
-	shot := func(name string) {
-		t.Helper()
-		b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Errorf("screenshot %s: %v", name, err)
-			return
-		}
-		p := filepath.Join(shots, fmt.Sprintf("console-%s-%s.png", name, now.Format("20060102-150405")))
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Error(err)
-		}
-		t.Logf("screenshot: %s", p)
-	}
-	// waitFor polls a JavaScript condition in the page; the deadline is
-	// generous (a busy 2-core machine), the condition is on state.
-	waitFor := func(what, cond string) {
-		t.Helper()
-		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](cond, chromedp.WithPollingInterval(100*time.Millisecond),
-			chromedp.WithPollingTimeout(60*time.Second))); err != nil {
-			shot("failed")
-			body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText.slice(0, 2000) : document.documentElement.outerHTML.slice(0, 2000)`))
-			t.Fatalf("waiting for %s: %v\nconsole errors: %v\npage: %s", what, err, clog.errors(), body)
-		}
-	}
-
 	// Basic auth: credentials in the URL, as a user types them once; the
 	// page's own requests (fetch, EventSource) reuse them.
-	if err := chromedp.Do(ctx, chromedp.Navigate("https://probed:s3cret@"+addr+"/")); err != nil {
-		t.Fatal(err)
-	}
-
-	// The harness itself: a console error in the page is seen.
-	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`console.error('harness check'), true`)); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(30 * time.Second); len(clog.errors()) == 0; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("a console.error of the page was not captured: the no-errors check would prove nothing")
-		}
-	}
-	clog.mu.Lock()
-	clog.msgs = nil
-	clog.mu.Unlock()
+	pg := openConsole(t, ctx, "https://probed:s3cret@"+addr+"/", "console")
 
 	// --- the matrix shows every pair with the providers' numbers.
 	agents := []status.Agent{}
@@ -412,7 +399,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		agents = append(agents, status.Agent{Site: st.Site, State: "ok", Status: st})
 	}
 	want := status.Aggregate(sites, agents)
-	waitFor("every matrix entry", fmt.Sprintf(`document.querySelectorAll('#matrix .entry').length === %d`, len(want)))
+	pg.waitFor("every matrix entry", fmt.Sprintf(`document.querySelectorAll('#matrix .entry').length === %d`, len(want)), time.Minute)
 	got, err := chromedp.Run(ctx, chromedp.Evaluate[[]entryInfo](readEntries))
 	if err != nil {
 		t.Fatal(err)
@@ -442,19 +429,19 @@ func TestConsoleInBrowser(t *testing.T) {
 	// lossiest: mpls), and a click on an entry of this agent's row opens
 	// that pair's chart: band, median, loss bars, and the pair's four
 	// events as markers.
-	waitFor("the first chart", `document.querySelectorAll('#chart svg path.median').length > 0`)
+	pg.waitFor("the first chart", `document.querySelectorAll('#chart svg path.median').length > 0`, time.Minute)
 	if title, _ := chromedp.Run(ctx, chromedp.Text("#pair-title")); title != "us-east → ap-tokyo (mpls/prod)" {
 		t.Errorf("opened on %q, want the lossiest pair", title)
 	}
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#matrix .entry[data-src="us-east"][data-dst="ap-tokyo"][data-path="sitelink"][data-segment="prod"]`))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("the clicked pair's chart", `document.querySelector('#pair-title').textContent === 'us-east → ap-tokyo (sitelink/prod)' &&
-		document.querySelectorAll('#chart svg').length === 3`)
-	waitFor("the chart", `document.querySelectorAll('#chart svg path.median').length > 0 &&
+	pg.waitFor("the clicked pair's chart", `document.querySelector('#pair-title').textContent === 'us-east → ap-tokyo (sitelink/prod)' &&
+		document.querySelectorAll('#chart svg').length === 3`, time.Minute)
+	pg.waitFor("the chart", `document.querySelectorAll('#chart svg path.median').length > 0 &&
 		document.querySelectorAll('#chart svg .band').length > 0 &&
 		document.querySelectorAll('#chart svg rect.loss').length > 0 &&
-		document.querySelectorAll('#chart svg g.event-mark').length > 0`)
+		document.querySelectorAll('#chart svg g.event-mark').length > 0`, time.Minute)
 	title, _ := chromedp.Run(ctx, chromedp.Text("#pair-title"))
 	if title != "us-east → ap-tokyo (sitelink/prod)" {
 		t.Errorf("selected pair %q", title)
@@ -471,29 +458,29 @@ func TestConsoleInBrowser(t *testing.T) {
 	if !strings.Contains(pathText, "10.90.17.1 → 10.90.17.9 → 10.77.2.1") || !strings.Contains(pathText, "40m") {
 		t.Errorf("current path and its last change not shown: %q", pathText)
 	}
-	waitFor("the pair's events", fmt.Sprintf(`document.querySelectorAll('#pair-events li.event').length === %d`, len(pairEvents)))
+	pg.waitFor("the pair's events", fmt.Sprintf(`document.querySelectorAll('#pair-events li.event').length === %d`, len(pairEvents)), time.Minute)
 
 	// --- the AWS side.
-	waitFor("the AWS tables", `document.querySelectorAll('#aws-connections tbody tr').length === 3 &&
-		document.querySelectorAll('#aws-vifs tbody tr').length === 9`)
+	pg.waitFor("the AWS tables", `document.querySelectorAll('#aws-connections tbody tr').length === 3 &&
+		document.querySelectorAll('#aws-vifs tbody tr').length === 9`, time.Minute)
 	bgpDown, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#aws-vifs tr[data-peer="dxpeer-fp16k7x2q"] td.state-cell.down').textContent`))
 	if !strings.HasPrefix(bgpDown, "down") || !strings.Contains(bgpDown, "10m") {
 		t.Errorf("BGP peer down 10 minutes: %q", bgpDown)
 	}
 
 	// --- the timeline: the stored events, then a live one over SSE.
-	waitFor("the timeline", `document.querySelectorAll('#timeline li.event').length === 6 &&
-		document.querySelector('#stream').textContent === 'live'`)
+	pg.waitFor("the timeline", `document.querySelectorAll('#timeline li.event').length === 6 &&
+		document.querySelector('#stream').textContent === 'live'`, time.Minute)
 	live := events.NewMACsecChanged(time.Now(), events.Labels{Site: "us-east", ConnectionID: "dxcon-fh1k7x2q"}, "must_encrypt", false, "Encryption Down")
 	j.Emit(live)
-	waitFor("the live event", fmt.Sprintf(`[...document.querySelectorAll('#timeline li.event[data-kind="macsec_changed"] .summary')].some(e => e.textContent === %q)`, live.Summary))
+	pg.waitFor("the live event", fmt.Sprintf(`[...document.querySelectorAll('#timeline li.event[data-kind="macsec_changed"] .summary')].some(e => e.textContent === %q)`, live.Summary), time.Minute)
 	// The latency shift lists the path change a minute before it (the BGP
 	// change 29 minutes later is outside the window).
 	related, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('#timeline li.event[data-kind="latency_shift"] details li')].map(e => e.textContent).join('\n')`))
 	if !strings.Contains(related, "path_changed") || strings.Count(related, "\n") != 0 {
 		t.Errorf("latency shift lists %q, want the path change", related)
 	}
-	shot("loaded")
+	pg.shot("loaded")
 
 	// --- a pair marked down by the provider turns its cell red.
 	self.update(func(st *status.Status) {
@@ -505,26 +492,26 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	})
 	down := `document.querySelector('#matrix .entry[data-src="us-east"][data-dst="ap-tokyo"][data-path="sitelink"][data-segment="prod"]')`
-	waitFor("the cell to turn red", down+`.dataset.state === 'down' && getComputedStyle(`+down+`).backgroundColor === 'rgb(198, 40, 40)'`)
+	pg.waitFor("the cell to turn red", down+`.dataset.state === 'down' && getComputedStyle(`+down+`).backgroundColor === 'rgb(198, 40, 40)'`, time.Minute)
 	others, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#matrix .entry.state-down').length`))
 	if others != 1 {
 		t.Errorf("%d red cells, want 1", others)
 	}
-	shot("down")
+	pg.shot("down")
 
 	// --- a peer that cannot be reached shows as unknown, not down.
 	peerSrv["eu-frankfurt"].Close()
-	waitFor("the unreachable peer's row to read unknown", `(() => {
+	pg.waitFor("the unreachable peer's row to read unknown", `(() => {
 		const es = [...document.querySelectorAll('#matrix .entry[data-src="eu-frankfurt"]')];
 		return es.length === 2 && es.every(e => e.dataset.state === 'unknown') &&
 			document.querySelector('#matrix tr[data-src="eu-frankfurt"] .agent-state.unknown') !== null;
-	})()`)
+	})()`, time.Minute)
 	if n, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#matrix .entry.state-down').length`)); n != 1 {
 		t.Errorf("an unreachable peer made %d cells red", n-1)
 	}
-	shot("peer-unknown")
+	pg.shot("peer-unknown")
 
-	if errs := clog.errors(); len(errs) > 0 {
+	if errs := pg.clog.errors(); len(errs) > 0 {
 		t.Errorf("console errors:\n%s", strings.Join(errs, "\n"))
 	}
 }

@@ -3,19 +3,12 @@ package console
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"math"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -33,6 +26,7 @@ import (
 
 	"github.com/probed/probed/internal/awstest"
 	"github.com/probed/probed/internal/netlab"
+	"github.com/probed/probed/internal/testutil"
 )
 
 // labInterval is the probe interval of the browser lab: a probe every 2 s,
@@ -91,39 +85,6 @@ func buildProbed(t *testing.T, dir string) string {
 		t.Fatalf("go build ./cmd/probed: %v: %s", err, b)
 	}
 	return bin
-}
-
-// labCert writes a self-signed certificate for the agents' addresses; it
-// is its own CA for the peers' http_config.
-func labCert(t *testing.T, dir string, ips ...string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "probed-lab"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	for _, ip := range ips {
-		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "lab-cert.pem"), filepath.Join(dir, "lab-key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
 }
 
 // labAgent is one probed of the browser lab.
@@ -300,7 +261,7 @@ func TestConsoleLab(t *testing.T) {
 	dir := t.TempDir()
 	bin := buildProbed(t, dir)
 	mesh := filepath.Join(dir, "mesh.yaml")
-	certFile, keyFile := labCert(t, dir, "10.78.1.1", "10.78.2.1", "10.78.3.1", "127.0.0.1")
+	caFile, certFile, keyFile := testutil.WritePKI(t, dir, "10.78.1.1", "10.78.2.1", "10.78.3.1", "127.0.0.1")
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -309,7 +270,7 @@ func TestConsoleLab(t *testing.T) {
 	for f, body := range map[string]string{
 		mesh:    labMesh,
 		webCfg:  fmt.Sprintf("tls_server_config:\n  cert_file: %s\n  key_file: %s\nbasic_auth_users:\n  probed: %s\n", certFile, keyFile, hash),
-		peerCfg: fmt.Sprintf("basic_auth:\n  username: probed\n  password: s3cret\ntls_config:\n  ca_file: %s\n", certFile),
+		peerCfg: fmt.Sprintf("basic_auth:\n  username: probed\n  password: s3cret\ntls_config:\n  ca_file: %s\n", caFile),
 	} {
 		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
@@ -328,7 +289,7 @@ func TestConsoleLab(t *testing.T) {
 	env := []string{"AWS_ENDPOINT_URL=http://127.0.0.1:4599", "AWS_ACCESS_KEY_ID=AKIDCONSOLELAB", "AWS_SECRET_ACCESS_KEY=console-lab",
 		"AWS_SESSION_TOKEN=", "AWS_EC2_METADATA_DISABLED=true", "AWS_PROFILE=", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
 	pool := x509.NewCertPool()
-	if ca, err := os.ReadFile(certFile); err != nil || !pool.AppendCertsFromPEM(ca) {
+	if ca, err := os.ReadFile(caFile); err != nil || !pool.AppendCertsFromPEM(ca) {
 		t.Fatalf("CA: %v", err)
 	}
 	agents := map[string]*labAgent{}
@@ -407,57 +368,7 @@ func TestConsoleLab(t *testing.T) {
 		return true
 	})
 
-	var clog consoleLog
-	msgs := chromedp.Console(ctx)
-	go func() {
-		for m, err := range msgs {
-			if err != nil {
-				return
-			}
-			clog.mu.Lock()
-			clog.msgs = append(clog.msgs, m)
-			clog.mu.Unlock()
-		}
-	}()
-	stamp := time.Now().Format("20060102-150405")
-	shots := artifactDir(t)
-	shot := func(name string) {
-		t.Helper()
-		b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Errorf("screenshot %s: %v", name, err)
-			return
-		}
-		p := filepath.Join(shots, fmt.Sprintf("console-lab-%s-%s.png", name, stamp))
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Error(err)
-		}
-		t.Logf("screenshot: %s", p)
-	}
-	waitFor := func(what, cond string, timeout time.Duration) {
-		t.Helper()
-		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](cond, chromedp.WithPollingInterval(50*time.Millisecond),
-			chromedp.WithPollingTimeout(timeout))); err != nil {
-			shot("failed")
-			body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText.slice(0, 3000) : ''`))
-			t.Fatalf("waiting for %s: %v\nconsole errors: %v\npage: %s", what, err, clog.errors(), body)
-		}
-	}
-	if err := chromedp.Do(ctx, chromedp.Navigate("https://probed:s3cret@"+host+"/")); err != nil {
-		t.Fatal(err)
-	}
-	// The harness sees a console error (so "none" means something).
-	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`console.error('harness check'), true`)); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(30 * time.Second); len(clog.errors()) == 0; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("a console.error of the page was not captured")
-		}
-	}
-	clog.mu.Lock()
-	clog.msgs = nil
-	clog.mu.Unlock()
+	pg := openConsole(t, ctx, "https://probed:s3cret@"+host+"/", "console-lab")
 
 	// --- The matrix: 3 sites × 2 others × 2 paths, all up, with the
 	// numbers of /metrics: probed_target_up and probed_loss_ratio exactly;
@@ -467,7 +378,7 @@ func TestConsoleLab(t *testing.T) {
 	// difference of two protobuf scrapes, one at the minute's start and one
 	// when the page is read.
 	const entries = 12
-	waitFor("every matrix entry up with an RTT", fmt.Sprintf(`(() => { const es = [...document.querySelectorAll('#matrix .entry')];
+	pg.waitFor("every matrix entry up with an RTT", fmt.Sprintf(`(() => { const es = [...document.querySelectorAll('#matrix .entry')];
 		return es.length === %d && es.every(e => e.dataset.state === 'up' && /ms/.test(e.querySelector('.rtt').textContent)); })()`, entries), 60*time.Second)
 	scrapeNatives := func() map[string]nativeHist {
 		t.Helper()
@@ -541,14 +452,14 @@ func TestConsoleLab(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(sel))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("the pair's chart", `document.querySelector('#pair-title').textContent === 'us-east → us-central (sitelink/prod)' &&
+	pg.waitFor("the pair's chart", `document.querySelector('#pair-title').textContent === 'us-east → us-central (sitelink/prod)' &&
 		document.querySelectorAll('#chart svg path.median').length > 0 && document.querySelectorAll('#chart svg .band').length > 0`, 60*time.Second)
-	waitFor("the pair's current path", `/10\.77\.2\.1/.test(document.querySelector('#pair-path').textContent)`, 60*time.Second)
-	waitFor("the AWS tables", `document.querySelectorAll('#aws-connections tbody tr').length === 3 &&
+	pg.waitFor("the pair's current path", `/10\.77\.2\.1/.test(document.querySelector('#pair-path').textContent)`, 60*time.Second)
+	pg.waitFor("the AWS tables", `document.querySelectorAll('#aws-connections tbody tr').length === 3 &&
 		document.querySelector('#aws-vifs tr[data-peer="dxpeer-fp14k7x2q"]') !== null`, 60*time.Second)
-	waitFor("the live timeline", `document.querySelector('#stream').textContent === 'live' &&
+	pg.waitFor("the live timeline", `document.querySelector('#stream').textContent === 'live' &&
 		document.querySelector('#timeline li.event[data-kind="agent_started"]') !== null`, 60*time.Second)
-	shot("loaded")
+	pg.shot("loaded")
 
 	// --- An outage of us-east -> us-central sitelink: us-east's probes and
 	// us-central's replies are dropped, so both directions' entries turn
@@ -557,7 +468,7 @@ func TestConsoleLab(t *testing.T) {
 	if err := lab.UpdatePath("us-east", "us-central", netlab.PathSiteLink, func(p *netlab.PathParams) { p.Down = true }); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("the outage's cell to turn red", `document.querySelector('`+sel+`') !== null && document.querySelector('`+sel+`').dataset.state === 'down' &&
+	pg.waitFor("the outage's cell to turn red", `document.querySelector('`+sel+`') !== null && document.querySelector('`+sel+`').dataset.state === 'down' &&
 		getComputedStyle(document.querySelector('`+sel+`')).backgroundColor === 'rgb(198, 40, 40)'`, 30*time.Second)
 	redAt := time.Now()
 	var r struct {
@@ -579,14 +490,14 @@ func TestConsoleLab(t *testing.T) {
 		t.Errorf("the cell turned red %v after the outage's first lost probe, want within 2 probe intervals (%v)", d, 2*labInterval)
 	}
 	reverse := `#matrix .entry[data-src="us-central"][data-dst="us-east"][data-path="sitelink"][data-segment="prod"]`
-	waitFor("the reverse direction red too", `document.querySelector('`+reverse+`').dataset.state === 'down'`, 30*time.Second)
+	pg.waitFor("the reverse direction red too", `document.querySelector('`+reverse+`').dataset.state === 'down'`, 30*time.Second)
 	if n, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#matrix .entry.state-down').length`)); n != 2 {
 		t.Errorf("%d red entries, want the outage's 2", n)
 	}
-	waitFor("the outage in the timeline", `document.querySelector('#timeline li.event[data-kind="target_down"]') !== null`, 30*time.Second)
-	shot("outage")
+	pg.waitFor("the outage in the timeline", `document.querySelector('#timeline li.event[data-kind="target_down"]') !== null`, 30*time.Second)
+	pg.shot("outage")
 
-	if errs := clog.errors(); len(errs) > 0 {
+	if errs := pg.clog.errors(); len(errs) > 0 {
 		t.Errorf("console errors:\n%s", strings.Join(errs, "\n"))
 	}
 }

@@ -15,10 +15,22 @@ import (
 	"time"
 )
 
-// WritePKI writes a throw-away CA and a server certificate and key for
-// 127.0.0.1 into dir, for tests of TLS endpoints; it returns their files.
-func WritePKI(t testing.TB, dir string) (ca, cert, key string) {
+// WritePKI writes a throw-away CA and a server certificate and key for the
+// addresses ips (127.0.0.1 when none) into dir, for tests of TLS
+// endpoints; it returns their files.
+func WritePKI(t testing.TB, dir string, ips ...string) (ca, cert, key string) {
 	t.Helper()
+	if len(ips) == 0 {
+		ips = []string{"127.0.0.1"}
+	}
+	var addrs []net.IP
+	for _, ip := range ips {
+		a := net.ParseIP(ip)
+		if a == nil {
+			t.Fatalf("WritePKI: %q is not an IP address", ip)
+		}
+		addrs = append(addrs, a)
+	}
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "probed test CA"},
@@ -31,9 +43,9 @@ func WritePKI(t testing.TB, dir string) (ca, cert, key string) {
 	}
 	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	srvTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: ips[0]},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: addrs, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		KeyUsage: x509.KeyUsageDigitalSignature,
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caTmpl, &srvKey.PublicKey, caKey)
