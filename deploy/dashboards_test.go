@@ -82,6 +82,16 @@ type dashboard struct {
 	} `json:"templating"`
 }
 
+// allPanels is ps and the panels inside them (rows), depth first.
+func allPanels(ps []panel) []panel {
+	var out []panel
+	for _, p := range ps {
+		out = append(out, p)
+		out = append(out, allPanels(p.Panels)...)
+	}
+	return out
+}
+
 type panel struct {
 	ID         int `json:"id"`
 	Type       string
@@ -210,27 +220,22 @@ func TestDashboardQueries(t *testing.T) {
 				}
 			}
 		}
-		var walk func(ps []panel)
 		queries := 0
-		walk = func(ps []panel) {
-			for _, p := range ps {
-				if p.Type == "row" {
-					walk(p.Panels)
-					continue
-				}
-				if p.Datasource == nil || p.Datasource.UID != "${datasource}" {
-					t.Errorf("%s: panel %q does not use the $datasource variable", file, p.Title)
-				}
-				if len(p.Targets) == 0 {
-					t.Errorf("%s: panel %q has no query", file, p.Title)
-				}
-				for _, tg := range p.Targets {
-					check("panel "+p.Title+" query "+tg.RefID, tg.Expr)
-					queries++
-				}
+		for _, p := range allPanels(d.Panels) {
+			if p.Type == "row" {
+				continue
+			}
+			if p.Datasource == nil || p.Datasource.UID != "${datasource}" {
+				t.Errorf("%s: panel %q does not use the $datasource variable", file, p.Title)
+			}
+			if len(p.Targets) == 0 {
+				t.Errorf("%s: panel %q has no query", file, p.Title)
+			}
+			for _, tg := range p.Targets {
+				check("panel "+p.Title+" query "+tg.RefID, tg.Expr)
+				queries++
 			}
 		}
-		walk(d.Panels)
 		for _, a := range d.Annotations.List {
 			if a.Expr != "" {
 				check("annotation "+a.Name, a.Expr)
@@ -338,18 +343,13 @@ func TestDashboardShowsMemberPaths(t *testing.T) {
 		if d.UID != "probed-site-pair" {
 			continue
 		}
-		var walk func(ps []panel)
-		walk = func(ps []panel) {
-			for _, p := range ps {
-				walk(p.Panels)
-				for _, tg := range p.Targets {
-					q, _ := substitute(tg.Expr)
-					names, _ := metricNames(q)
-					queried = append(queried, names...)
-				}
+		for _, p := range allPanels(d.Panels) {
+			for _, tg := range p.Targets {
+				q, _ := substitute(tg.Expr)
+				names, _ := metricNames(q)
+				queried = append(queried, names...)
 			}
 		}
-		walk(d.Panels)
 	}
 	for _, want := range []string{"probed_flows_lossy", "probed_flow_worst_loss_ratio", "probed_flows", "probed_flow_member_paths", "probed_flow_suspect_hop_info"} {
 		found := false

@@ -59,14 +59,9 @@ func TestEventAnnotationRecipe(t *testing.T) {
 		if d.UID != "probed-site-pair" {
 			continue
 		}
-		var walk func(ps []panel)
-		walk = func(ps []panel) {
-			for _, p := range ps {
-				titles[p.ID] = p.Title
-				walk(p.Panels)
-			}
+		for _, p := range allPanels(d.Panels) {
+			titles[p.ID] = p.Title
 		}
-		walk(d.Panels)
 	}
 	if a.Filter == nil || a.Filter.Exclude || len(a.Filter.IDs) == 0 {
 		t.Fatalf("annotation filter %+v: want the latency panels only", a.Filter)

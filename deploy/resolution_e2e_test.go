@@ -426,21 +426,16 @@ func panelQuery(t *testing.T, file, title, ref string, vars map[string]string) s
 		t.Fatalf("no dashboard %s", file)
 	}
 	var found string
-	var walk func(ps []panel)
-	walk = func(ps []panel) {
-		for _, p := range ps {
-			walk(p.Panels)
-			if p.Title != title {
-				continue
-			}
-			for _, tg := range p.Targets {
-				if tg.RefID == ref {
-					found = tg.Expr
-				}
+	for _, p := range allPanels(d.Panels) {
+		if p.Title != title {
+			continue
+		}
+		for _, tg := range p.Targets {
+			if tg.RefID == ref {
+				found = tg.Expr
 			}
 		}
 	}
-	walk(d.Panels)
 	if found == "" {
 		t.Fatalf("%s: no panel %q with query %s", file, title, ref)
 	}
