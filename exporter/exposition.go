@@ -375,8 +375,6 @@ func histogramProto(s *snapshot) *dto.Histogram {
 	return h
 }
 
-// metricsHandler serves the registry's families plus the per-target ones,
-// in whichever format the scraper asks for.
 // metricsFormats are the exposition formats served, by preference when the
 // scraper accepts several: protobuf (native histograms), OpenMetrics, text.
 var metricsFormats = []expfmt.Format{
@@ -386,6 +384,8 @@ var metricsFormats = []expfmt.Format{
 	expfmt.NewFormat(expfmt.TypeTextPlain),
 }
 
+// metricsHandler serves the registry's families plus the per-target ones,
+// in whichever format the scraper asks for.
 func metricsHandler(reg *prometheus.Registry, m *Metrics, log *zap.Logger, procs *Procs) http.Handler {
 	sem := make(chan struct{}, 2)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
