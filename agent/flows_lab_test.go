@@ -363,13 +363,7 @@ func TestFlowsLab(t *testing.T) {
 // the emulator's packets past the probes' timeouts.
 func waitSlowly(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	waitEvery(t, timeout, 250*time.Millisecond, what, cond)
 }
 
 // metricValue is the value of the first series of name whose labels hold

@@ -93,15 +93,23 @@ func scrapeText(t *testing.T, reg *prometheus.Registry) string {
 	return b.String()
 }
 
-// waitUntil polls cond until it holds, failing the test after timeout.
+// waitUntil polls cond every 20 ms until it holds, failing the test after
+// timeout.
 func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	return waitEvery(t, timeout, 20*time.Millisecond, what, cond)
+}
+
+// waitEvery polls cond every period until it holds, failing the test after
+// timeout; it returns how long that took.
+func waitEvery(t *testing.T, timeout, period time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for !cond() {
 		if time.Since(start) > timeout {
 			t.Fatalf("%s: not within %v", what, timeout)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(period)
 	}
 	return time.Since(start)
 }
