@@ -104,8 +104,12 @@ func TestAgentsLossAndJitter(t *testing.T) {
 		if n < 2000 {
 			t.Errorf("%v: only %.0f probes finished in 25 s", k, n)
 		}
-		if p > 0 && (lost < lo || lost > hi) {
-			t.Errorf("%v: %v lost of %v with %.0f%% loss configured: outside the 99.9%% binomial interval [%.0f, %.0f]", k, lost, n, p*100, lo, hi)
+		// On top of the lab's drops, a stalled machine can deliver answers
+		// after the timeout; the agent counts those as late, so they may
+		// stretch the upper bound, and nothing else may.
+		late := late2[k.src] - late1[k.src]
+		if p > 0 && (lost < lo || lost > hi+late) {
+			t.Errorf("%v: %v lost of %v with %.0f%% loss configured: outside the 99.9%% binomial interval [%.0f, %.0f] (+%.0f answers the agent counted late)", k, lost, n, p*100, lo, hi, late)
 		}
 		// The lab drops nothing on these paths (its counters are checked
 		// below): a loss there must be an answer the shared machine
